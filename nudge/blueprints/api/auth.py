@@ -1,0 +1,2 @@
+def rate_limit_key():
+    return "global"

@@ -1,0 +1,126 @@
+"""Configuration, read only from NUDGE_* environment variables."""
+import base64
+import os
+import secrets
+
+from flask.sansio.scaffold import find_package
+
+PLANS = ("starter", "professional", "enterprise")
+# Requests per minute per account; the burst allowance is twice this for 10 seconds (spec section 6).
+PLAN_RATE_LIMITS = {"starter": 100, "professional": 500, "enterprise": 2000}
+PLAN_EMAIL_LIMITS = {"starter": 10_000, "professional": 100_000, "enterprise": 1_000_000}
+
+
+def default_instance_path():
+    """Flask's default instance folder for the nudge package."""
+    prefix, package_path = find_package("nudge")
+    if prefix is None:
+        return os.path.join(package_path, "instance")
+    return os.path.join(prefix, "var", "nudge-instance")
+
+
+def instance_path(environ=None):
+    environ = os.environ if environ is None else environ
+    return os.path.abspath(environ.get("NUDGE_INSTANCE_PATH") or default_instance_path())
+
+
+def env_flag(value, default):
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _read_or_create(path, make):
+    """Return the secret stored at path, creating it (mode 0600) on first use."""
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        pass
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _new_encryption_key():
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def parse_encryption_keys(raw):
+    """NUDGE_ENCRYPTION_KEYS: comma-separated base64 32-byte keys, newest first (older ones only decrypt)."""
+    keys = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        key = base64.urlsafe_b64decode(item + "=" * (-len(item) % 4))
+        if len(key) != 32:
+            raise ValueError("each NUDGE_ENCRYPTION_KEYS entry must be 32 bytes, base64-encoded")
+        keys.append(key)
+    if not keys:
+        raise ValueError("NUDGE_ENCRYPTION_KEYS is empty")
+    return keys
+
+
+def normalize_database_url(url):
+    """postgres:// and postgresql:// mean psycopg2 (SQLAlchemy 2.1 would pick psycopg 3)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix):]
+    return url
+
+
+def database_engine_options(url):
+    if url.startswith("postgresql"):
+        # Every timestamp is stored as naive UTC; make the server's now() agree.
+        return {"pool_pre_ping": True, "connect_args": {"options": "-c timezone=UTC"}}
+    return {}
+
+
+def load_config(environ=None):
+    """Build the Flask config mapping from the environment."""
+    environ = os.environ if environ is None else environ
+    path = instance_path(environ)
+    os.makedirs(path, exist_ok=True)
+
+    database_url = environ.get("NUDGE_DATABASE_URL") or "sqlite:///" + os.path.join(path, "nudge.db")
+    database_url = normalize_database_url(database_url)
+    redis_url = environ.get("NUDGE_REDIS_URL") or None
+    secret_key = environ.get("NUDGE_SECRET_KEY") or _read_or_create(
+        os.path.join(path, "secret_key"), lambda: secrets.token_urlsafe(48))
+    encryption_keys = environ.get("NUDGE_ENCRYPTION_KEYS") or _read_or_create(
+        os.path.join(path, "encryption_keys"), _new_encryption_key)
+
+    return {
+        "INSTANCE_PATH": path,
+        "SECRET_KEY": secret_key,
+        "ENCRYPTION_KEYS": parse_encryption_keys(encryption_keys),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": database_engine_options(database_url),
+        "REDIS_URL": redis_url,
+        "BASE_URL": (environ.get("NUDGE_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
+        "REQUIRE_MFA": env_flag(environ.get("NUDGE_REQUIRE_MFA"), True),
+        # Sessions: 30 minutes idle (spec section 5); refreshed on every request.
+        "PERMANENT_SESSION_LIFETIME": 30 * 60,
+        "SESSION_REFRESH_EACH_REQUEST": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": (environ.get("NUDGE_BASE_URL") or "").startswith("https://"),
+        "REMEMBER_COOKIE_DURATION": 0,
+        "WTF_CSRF_TIME_LIMIT": None,
+        "WTF_CSRF_HEADERS": ["X-CSRFToken"],
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_ACCESS_TOKEN_EXPIRES": 3600,
+        "JWT_ALGORITHM": "HS256",
+        "RATELIMIT_STORAGE_URI": redis_url or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_STRATEGY": "moving-window",
+        "PLAN_RATE_LIMITS": dict(PLAN_RATE_LIMITS),
+        "LOCKOUT_THRESHOLD": 5,
+        "LOCKOUT_MINUTES": 15,
+        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        # How many reverse proxies (nginx, a load balancer) sit in front and set X-Forwarded-*.
+        "TRUSTED_PROXIES": int(environ.get("NUDGE_TRUSTED_PROXIES") or 0),
+        "LOG_LEVEL": environ.get("NUDGE_LOG_LEVEL") or "INFO",
+    }

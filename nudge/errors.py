@@ -1,0 +1,47 @@
+"""Domain errors raised by services and mapped to HTML or the API's error envelope in one place each."""
+
+
+class DomainError(Exception):
+    code = "ERROR"
+    status = 400
+
+    def __init__(self, message, details=None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ValidationError(DomainError):
+    """details: [{"field": ..., "issue": ...}] as in the spec's error format."""
+    code = "VALIDATION_ERROR"
+    status = 400
+
+
+class NotFound(DomainError):
+    code = "NOT_FOUND"
+    status = 404
+
+
+class Forbidden(DomainError):
+    code = "FORBIDDEN"
+    status = 403
+
+
+class Conflict(DomainError):
+    code = "CONFLICT"
+    status = 409
+
+
+class LimitExceeded(DomainError):
+    code = "LIMIT_EXCEEDED"
+    status = 403
+
+
+class AuthenticationFailed(DomainError):
+    code = "UNAUTHORIZED"
+    status = 401
+
+
+def field_error(field, issue, message=None):
+    """A ValidationError about one field."""
+    return ValidationError(message or issue, [{"field": field, "issue": issue}])

@@ -1,0 +1,36 @@
+"""Column types that are native on PostgreSQL and portable on SQLite."""
+import datetime as dt
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+TextArray = sa.JSON().with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
+IPAddress = sa.String(45).with_variant(postgresql.INET(), "postgresql")
+UUID = sa.Uuid
+
+
+def new_id():
+    return uuid.uuid4()
+
+
+def utcnow():
+    """Naive UTC: every timestamp column stores UTC without a zone, on both dialects."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def id_column():
+    return sa.Column(UUID, primary_key=True, default=new_id)
+
+
+def created_column():
+    return sa.Column(sa.DateTime, nullable=False, default=utcnow, server_default=sa.func.now())
+
+
+def updated_column():
+    return sa.Column(sa.DateTime, nullable=False, default=utcnow, onupdate=utcnow, server_default=sa.func.now())
+
+
+def account_fk(nullable=False, ondelete="CASCADE"):
+    return sa.Column(UUID, sa.ForeignKey("accounts.id", ondelete=ondelete), nullable=nullable)

@@ -1,0 +1,1 @@
+"""The domain: plain functions taking an actor/account and plain data; they never touch the request."""

@@ -1,0 +1,103 @@
+"""Accounts: sign-up, settings and usage."""
+import datetime as dt
+
+import sqlalchemy as sa
+
+from nudge.config import PLAN_EMAIL_LIMITS, PLANS
+from nudge.errors import Conflict, ValidationError
+from nudge.extensions import db
+from nudge.models import Account, EmailEvent, User
+from nudge.services import audit, permissions
+from nudge.services.security import check_password_strength, hash_password
+from nudge.services.validation import check_timezone, normalize_email, optional_text, require_text
+
+SETTINGS_FIELDS = ("name", "postal_address", "default_from_name", "default_from_email", "timezone")
+
+
+def email_in_use(email):
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.email == email)) > 0 or \
+        db.session.scalar(sa.select(sa.func.count()).select_from(Account).where(Account.email == email)) > 0
+
+
+def create_account(*, name, email, password, plan="starter", owner_name=None, ip=None):
+    """Create an account and its owner; returns (account, owner)."""
+    errors = []
+    try:
+        name = require_text(name, "name", "Account name", 255)
+    except ValidationError as exc:
+        errors += exc.details
+    try:
+        email = normalize_email(email)
+    except ValidationError as exc:
+        errors += exc.details
+    try:
+        check_password_strength(password)
+    except ValidationError as exc:
+        errors += exc.details
+    if plan not in PLANS:
+        errors.append({"field": "plan", "issue": "Must be one of " + ", ".join(PLANS) + "."})
+    if errors:
+        raise ValidationError(errors[0]["issue"], errors)
+    if email_in_use(email):
+        raise Conflict("An account with this email already exists.", [{"field": "email", "issue": "Already registered."}])
+
+    account = Account(name=name, email=email, plan_type=plan, monthly_email_limit=PLAN_EMAIL_LIMITS[plan],
+                      default_from_email=email, default_from_name=name)
+    owner = User(account=account, email=email, name=(owner_name or "").strip() or None,
+                 password_hash=hash_password(password), role="owner")
+    db.session.add_all([account, owner])
+    db.session.flush()
+    audit.record("account.created", account_id=account.id, actor=owner, ip=ip,
+                 resources=[f"account:{account.id}"], meta={"plan": plan})
+    db.session.commit()
+    return account, owner
+
+
+def get_account(account_id):
+    return db.session.get(Account, account_id)
+
+
+def emails_sent_this_month(account_id, now=None):
+    now = now or dt.datetime.utcnow()
+    month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(EmailEvent).where(
+            EmailEvent.account_id == account_id, EmailEvent.event_type == "email.sent",
+            EmailEvent.created_at >= month_start))
+
+
+def update_settings(actor, account, changes, *, ip=None):
+    """Change the writable settings (name, postal address, default sender, timezone)."""
+    permissions.require(actor, "account:write")
+    unknown = sorted(set(changes) - set(SETTINGS_FIELDS))
+    if unknown:
+        raise ValidationError("Unknown or read-only fields.",
+                              [{"field": f, "issue": "Unknown or read-only field."} for f in unknown])
+    clean, errors = {}, []
+    checks = {
+        "name": lambda v: require_text(v, "name", "Account name", 255),
+        "postal_address": lambda v: optional_text(v, "postal_address", "Postal address", 1000),
+        "default_from_name": lambda v: optional_text(v, "default_from_name", "Default from name", 100),
+        "default_from_email": lambda v: normalize_email(v, "default_from_email") if (v or "").strip() else None,
+        "timezone": check_timezone,
+    }
+    for field, value in changes.items():
+        if value is not None and not isinstance(value, str):
+            errors.append({"field": field, "issue": "Must be a string."})
+            continue
+        try:
+            clean[field] = checks[field](value)
+        except ValidationError as exc:
+            errors += exc.details
+    if errors:
+        raise ValidationError(errors[0]["issue"], errors)
+    before = {field: getattr(account, field) for field in clean}
+    for field, value in clean.items():
+        setattr(account, field, value)
+    changed = sorted(f for f in clean if before[f] != clean[f])
+    if changed:
+        audit.record("account.updated", account_id=account.id, actor=actor, ip=ip,
+                     resources=[f"account:{account.id}"], meta={"fields": changed})
+    db.session.commit()
+    return account
+

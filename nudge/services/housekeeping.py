@@ -1,0 +1,33 @@
+"""Retention: data past the spec's retention periods (section 6) is removed on a schedule."""
+import datetime as dt
+
+import sqlalchemy as sa
+
+from nudge.extensions import db
+from nudge.models import EmailEvent, Invitation
+from nudge.models.types import utcnow
+
+EMAIL_EVENT_RETENTION = dt.timedelta(days=730)
+INVITATION_RETENTION = dt.timedelta(days=30)
+
+
+def purge_expired_invitations(now):
+    result = db.session.execute(sa.delete(Invitation).where(
+        Invitation.accepted_at.is_(None), Invitation.expires_at < now - INVITATION_RETENTION))
+    return result.rowcount
+
+
+def purge_old_email_events(now):
+    result = db.session.execute(sa.delete(EmailEvent).where(EmailEvent.created_at < now - EMAIL_EVENT_RETENTION))
+    return result.rowcount
+
+
+def run_housekeeping(now=None):
+    """Run every retention step; returns how many rows each removed."""
+    now = now or utcnow()
+    summary = {
+        "invitations": purge_expired_invitations(now),
+        "email_events": purge_old_email_events(now),
+    }
+    db.session.commit()
+    return summary

@@ -1,0 +1,41 @@
+"""Input checks shared by every way in (dashboard, API, import, CLI)."""
+import zoneinfo
+
+from email_validator import EmailNotValidError, validate_email
+
+from nudge.errors import field_error
+
+
+def normalize_email(value, field="email"):
+    """Trimmed, validated (no DNS lookups), domain lower-cased; raises a field ValidationError."""
+    value = (value or "").strip()
+    if not value:
+        raise field_error(field, "Email address is required.")
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise field_error(field, f"Must be a valid email address ({exc}).")
+    return result.normalized
+
+
+def require_text(value, field, label, max_length):
+    value = (value or "").strip()
+    if not value:
+        raise field_error(field, f"{label} is required.")
+    if len(value) > max_length:
+        raise field_error(field, f"{label} must be at most {max_length} characters.")
+    return value
+
+
+def optional_text(value, field, label, max_length):
+    value = (value or "").strip()
+    if len(value) > max_length:
+        raise field_error(field, f"{label} must be at most {max_length} characters.")
+    return value or None
+
+
+def check_timezone(value, field="timezone"):
+    value = (value or "").strip()
+    if value not in zoneinfo.available_timezones():
+        raise field_error(field, "Must be an IANA time zone such as Europe/Berlin or America/New_York.")
+    return value

@@ -1,0 +1,170 @@
+"""Fixtures shared by every test. The suite runs on SQLite, and again on PostgreSQL + Redis when
+NUDGE_TEST_DATABASE_URL and NUDGE_TEST_REDIS_URL are set (make test does both in CI)."""
+import os
+import tempfile
+
+# Before nudge is imported: the Huey instance and instance folder are read from the environment.
+_instance = tempfile.mkdtemp(prefix="nudge-test-")
+os.environ["NUDGE_INSTANCE_PATH"] = _instance
+os.environ.pop("NUDGE_DATABASE_URL", None)
+TEST_DATABASE_URL = os.environ.get("NUDGE_TEST_DATABASE_URL") or "sqlite:///" + os.path.join(_instance, "test.db")
+TEST_REDIS_URL = os.environ.get("NUDGE_TEST_REDIS_URL") or None
+if TEST_REDIS_URL:
+    os.environ["NUDGE_REDIS_URL"] = TEST_REDIS_URL
+else:
+    os.environ.pop("NUDGE_REDIS_URL", None)
+
+import pyotp  # noqa: E402
+import pytest  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+from nudge import create_app  # noqa: E402
+from nudge.config import normalize_database_url  # noqa: E402
+from nudge.extensions import db  # noqa: E402
+from nudge.models import User  # noqa: E402
+from nudge.models.types import utcnow  # noqa: E402
+from nudge.services import accounts as accounts_service  # noqa: E402
+from nudge.services.security import decrypt, encrypt, hash_password  # noqa: E402
+from nudge.tasks import huey  # noqa: E402
+
+PASSWORD = "Correct-Horse-42!"
+huey.immediate = True
+
+
+def config_for_tests(**overrides):
+    config = {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": normalize_database_url(TEST_DATABASE_URL),
+        "REDIS_URL": TEST_REDIS_URL,
+        "RATELIMIT_STORAGE_URI": TEST_REDIS_URL or "memory://",
+        "WTF_CSRF_ENABLED": False,
+        "REQUIRE_MFA": True,
+        "SERVER_NAME": None,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def _schema():
+    """Build the schema once per run with the real migrations."""
+    from flask_migrate import upgrade
+    app = create_app(config_for_tests())
+    with app.app_context():
+        _drop_everything()
+        upgrade()
+    yield
+    with app.app_context():
+        db.engine.dispose()
+
+
+def _drop_everything():
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    else:
+        db.drop_all()
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def _empty_tables():
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as conn:
+        if db.engine.dialect.name == "postgresql":
+            conn.execute(sa.text("TRUNCATE " + ", ".join(tables) + " CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(sa.text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def make_app(_schema):
+    """Build an app with config overrides; each gets its own app context for the test."""
+    contexts = []
+
+    def factory(**overrides):
+        app = create_app(config_for_tests(**overrides))
+        ctx = app.app_context()
+        ctx.push()
+        contexts.append(ctx)
+        return app
+
+    yield factory
+    for ctx in reversed(contexts):
+        db.session.remove()
+        ctx.pop()
+    app = create_app(config_for_tests())
+    with app.app_context():
+        _empty_tables()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def totp_code(user):
+    """The current TOTP code for a user enrolled by make_user/make_account."""
+    return pyotp.TOTP(s=decrypt(db.session.get(User, user.id).totp_secret_encrypted)).now()
+
+
+def enrol_mfa(user, secret=None):
+    user.totp_secret_encrypted = encrypt(secret or pyotp.random_base32())
+    user.mfa_enabled_at = utcnow()
+    db.session.commit()
+    return user
+
+
+@pytest.fixture
+def make_account(app):
+    """make_account(name=..., email=..., plan=..., mfa=True) -> (account, owner)."""
+    counter = [0]
+
+    def factory(name=None, email=None, plan="starter", mfa=True, password=PASSWORD):
+        counter[0] += 1
+        n = counter[0]
+        account, owner = accounts_service.create_account(
+            name=name or f"Shop {n}", email=email or f"owner{n}@shop{n}.example", password=password,
+            plan=plan, owner_name=f"Owner {n}")
+        if mfa:
+            enrol_mfa(owner)
+        return account, owner
+
+    return factory
+
+
+@pytest.fixture
+def make_user(app):
+    """make_user(account, role="marketer", email=None, mfa=True) -> a team member."""
+    counter = [0]
+
+    def factory(account, role="marketer", email=None, mfa=True, password=PASSWORD, name=None):
+        counter[0] += 1
+        user = User(account_id=account.id, email=email or f"{role}{counter[0]}@team.example",
+                    name=name or f"{role.title()} {counter[0]}", role=role,
+                    password_hash=hash_password(password))
+        db.session.add(user)
+        db.session.commit()
+        if mfa:
+            enrol_mfa(user)
+        return user
+
+    return factory
+
+
+@pytest.fixture
+def login():
+    """login(client, user): sign in through the real forms, answering the MFA challenge."""
+    def do_login(client, user, password=PASSWORD):
+        response = client.post("/login", data={"email": user.email, "password": password})
+        if response.status_code == 302 and "/login/mfa" in response.headers["Location"]:
+            response = client.post("/login/mfa", data={"code": totp_code(user)})
+        assert response.status_code == 302, response.get_data(as_text=True)[:500]
+        return response
+    return do_login
