@@ -1,7 +1,16 @@
-"""The `nudge` command: Flask's CLI over create_app plus NudgeCampaign's own commands."""
-from flask.cli import FlaskGroup
+"""The `nudge` command: Flask's CLI over create_app (db, run, routes, shell) plus our own commands."""
+import json
+import logging
+import sys
+
+import click
+import sqlalchemy as sa
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
 
 from nudge import create_app
+from nudge.config import PLANS
+from nudge.errors import DomainError
 
 
 def _create_app():
@@ -13,3 +22,95 @@ cli = FlaskGroup(create_app=_create_app, help="NudgeCampaign: self-hostable emai
 
 def main():
     cli(prog_name="nudge")
+
+
+def _fail(exc):
+    """Print a domain error readably on stderr and exit non-zero."""
+    lines = [exc.message] + [f"  {d.get('field')}: {d.get('issue')}" for d in exc.details if d.get("issue") != exc.message]
+    click.echo("Error: " + "\n".join(lines), err=True)
+    sys.exit(1)
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int, help="Web server threads.")
+@click.option("--workers", "-w", default=2, show_default=True, type=int, help="Embedded job worker threads.")
+@with_appcontext
+def serve(host, port, threads, workers):
+    """Run the web app with an embedded job worker: the whole product in one process."""
+    import atexit
+
+    import waitress
+
+    from nudge.tasks import start_embedded_consumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = current_app._get_current_object()
+    consumer = start_embedded_consumer(app, workers=workers)
+    atexit.register(consumer.stop, graceful=True)
+    click.echo(f"NudgeCampaign on http://{host}:{port}/ (database: {app.config['SQLALCHEMY_DATABASE_URI'].split(':')[0]}, "
+               f"jobs: {'redis' if app.config['REDIS_URL'] else 'sqlite'}, embedded worker threads: {workers})")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="NudgeCampaign")
+
+
+@cli.command("worker")
+@click.option("--workers", "-w", default=2, show_default=True, type=int, help="Worker threads or processes.")
+@click.option("--worker-type", "-k", default="thread", show_default=True, type=click.Choice(["thread", "process"]))
+@click.option("--no-periodic", is_flag=True, help="Leave periodic tasks to another worker.")
+@with_appcontext
+def worker(workers, worker_type, no_periodic):
+    """Run a Huey consumer for the background jobs."""
+    from huey.consumer import Consumer
+
+    from nudge.tasks import huey, use_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    use_app(current_app._get_current_object())
+    Consumer(huey, workers=workers, worker_type=worker_type, periodic=not no_periodic).run()
+
+
+@cli.command("create-account")
+@click.option("--name", required=True, help="Account (business) name.")
+@click.option("--email", required=True, help="The owner's sign-in email.")
+@click.option("--password", required=True, help="The owner's password (12+ characters, mixed).")
+@click.option("--plan", default="starter", show_default=True, type=click.Choice(PLANS))
+@with_appcontext
+def create_account(name, email, password, plan):
+    """Create an account and its owner; prints {"account_id", "user_id"}."""
+    from nudge.services import accounts
+    try:
+        account, owner = accounts.create_account(name=name, email=email, password=password, plan=plan)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(json.dumps({"account_id": str(account.id), "user_id": str(owner.id)}))
+
+
+@cli.command("create-api-client")
+@click.option("--email", required=True, help="An owner or admin of the account the client belongs to.")
+@click.option("--name", required=True, help="A name to recognise the client by.")
+@click.option("--scopes", required=True, help='Space-separated, e.g. "contacts:read contacts:write".')
+@with_appcontext
+def create_api_client(email, name, scopes):
+    """Create an OAuth client; prints {"client_id", "client_secret"} (the secret is shown only now)."""
+    from nudge.extensions import db
+    from nudge.models import User
+    from nudge.services import api_clients
+    from nudge.services.validation import normalize_email
+    try:
+        user = db.session.scalar(sa.select(User).where(User.email == normalize_email(email)))
+        if user is None:
+            click.echo(f"Error: no user with the email {email}.", err=True)
+            sys.exit(1)
+        client, secret = api_clients.create_api_client(user, name=name, scopes=scopes)
+    except DomainError as exc:
+        _fail(exc)
+    click.echo(json.dumps({"client_id": client.client_id, "client_secret": secret}))
+
+
+@cli.command("housekeeping")
+@with_appcontext
+def housekeeping():
+    """Run the retention clean-up now (it also runs every 15 minutes in a worker)."""
+    from nudge.services.housekeeping import run_housekeeping
+    click.echo(json.dumps(run_housekeeping()))
