@@ -117,6 +117,8 @@ def load_config(environ=None):
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_STRATEGY": "moving-window",
         "PLAN_RATE_LIMITS": dict(PLAN_RATE_LIMITS),
+        # RFC 6238 5.2: an accepted TOTP code cannot be used again (remembered in the rate-limit store).
+        "MFA_REJECT_REUSED_CODES": True,
         "LOCKOUT_THRESHOLD": 5,
         "LOCKOUT_MINUTES": 15,
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

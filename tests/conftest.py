@@ -17,6 +17,7 @@ else:
 import pyotp  # noqa: E402
 import pytest  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from flask import g, request_started  # noqa: E402
 
 from nudge import create_app  # noqa: E402
 from nudge.config import normalize_database_url  # noqa: E402
@@ -39,6 +40,8 @@ def config_for_tests(**overrides):
         "RATELIMIT_STORAGE_URI": TEST_REDIS_URL or "memory://",
         "WTF_CSRF_ENABLED": False,
         "REQUIRE_MFA": True,
+        # The login fixture signs the same user in several times within one 30-second TOTP step.
+        "MFA_REJECT_REUSED_CODES": False,
         "SERVER_NAME": None,
     }
     config.update(overrides)
@@ -85,6 +88,7 @@ def make_app(_schema):
 
     def factory(**overrides):
         app = create_app(config_for_tests(**overrides))
+        request_started.connect(_forget_signed_in_user, app)
         ctx = app.app_context()
         ctx.push()
         contexts.append(ctx)
@@ -97,6 +101,12 @@ def make_app(_schema):
     app = create_app(config_for_tests())
     with app.app_context():
         _empty_tables()
+
+
+def _forget_signed_in_user(sender, **extra):
+    """Requests share the test's app context, where Flask-Login caches the user on g; forget it at
+    each request so two test clients behave as two different browsers."""
+    g.pop("_login_user", None)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from nudge.extensions import htmx
 
 def render(page, fragment=None, status=200, **context):
     """The full page, or only its fragment when htmx asks (ARCHITECTURE.md, Dashboard)."""
-    template = fragment if (fragment and htmx and not htmx.boosted) else page
+    # A history restore (back button after hx-push-url) also sends HX-Request but needs the whole page.
+    template = fragment if (fragment and htmx and not htmx.boosted and not htmx.history_restore_request) else page
     return make_response(render_template(template, **context), status)
 
 
@@ -44,3 +45,56 @@ def with_toast(response, message, level="success"):
     """Ask the page to show a toast (static/js/app.js listens for the 'toast' event)."""
     response.headers["HX-Trigger"] = json.dumps({"toast": {"message": message, "level": level}})
     return response
+
+
+class Pagination:
+    """One page of a query's results: items, total, page, per_page, pages, has_prev/has_next."""
+
+    def __init__(self, items, total, page, per_page):
+        self.items, self.total, self.page, self.per_page = items, total, page, per_page
+
+    @property
+    def pages(self):
+        return max(1, -(-self.total // self.per_page))
+
+    @property
+    def has_prev(self):
+        return self.page > 1
+
+    @property
+    def has_next(self):
+        return self.page < self.pages
+
+    @property
+    def prev_num(self):
+        return self.page - 1 if self.has_prev else None
+
+    @property
+    def next_num(self):
+        return self.page + 1 if self.has_next else None
+
+    @property
+    def first(self):
+        """1-based position of the first item on this page (0 when there are none), for "1–50 of N"."""
+        return (self.page - 1) * self.per_page + 1 if self.items else 0
+
+    @property
+    def last(self):
+        return (self.page - 1) * self.per_page + len(self.items)
+
+
+def paginate(query, page, per_page=50):
+    """Run a SQLAlchemy select for one page (1-based; junk or out-of-range pages are clamped)."""
+    import sqlalchemy as sa
+
+    from nudge.extensions import db
+
+    try:
+        page = max(1, int(page or 1))
+    except (TypeError, ValueError):
+        page = 1
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
+    pages = max(1, -(-total // per_page))
+    page = min(page, pages)
+    items = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).all()
+    return Pagination(items, total, page, per_page)

@@ -1,0 +1,240 @@
+"""Team members of an account: invitations, roles, removal."""
+import datetime as dt
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from nudge.errors import Conflict, Forbidden, NotFound, ValidationError, field_error
+from nudge.extensions import db
+from nudge.models import ROLES, Account, Invitation, User
+from nudge.models.types import utcnow
+from nudge.services import audit, permissions
+from nudge.services.security import check_password_strength, hash_password, hash_token, new_token
+from nudge.services.validation import normalize_email, require_text
+
+INVITATION_LIFETIME = dt.timedelta(days=7)
+EMAIL_TAKEN = "This email already has a NudgeCampaign sign-in."
+INVALID_INVITATION = "This invitation link is invalid or has expired. Ask for a new one."
+LAST_OWNER = "An account needs at least one owner. Make someone else an owner first."
+OWNER_ONLY = "Only an owner can grant the owner role or change an owner."
+
+_ROLE_ORDER = sa.case({role: rank for rank, role in enumerate(ROLES)}, value=User.role, else_=len(ROLES))
+
+
+def list_members(account_id):
+    """The account's members, owners first, then by name."""
+    return db.session.scalars(
+        sa.select(User).where(User.account_id == account_id)
+        .order_by(_ROLE_ORDER, sa.func.lower(sa.func.coalesce(User.name, User.email)), User.email)).all()
+
+
+def list_invitations(account_id):
+    """Invitations not yet accepted (expired ones too, so they can be cleared), newest first."""
+    return db.session.scalars(
+        sa.select(Invitation).where(Invitation.account_id == account_id, Invitation.accepted_at.is_(None))
+        .order_by(Invitation.created_at.desc(), Invitation.id)).all()
+
+
+def member_count(account_id):
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.account_id == account_id))
+
+
+def pending_invitation_count(account_id):
+    """Invitations that can still be accepted."""
+    return db.session.scalar(
+        sa.select(sa.func.count()).select_from(Invitation).where(
+            Invitation.account_id == account_id, Invitation.accepted_at.is_(None),
+            Invitation.expires_at > utcnow()))
+
+
+def is_expired(invitation, now=None):
+    return invitation.expires_at <= (now or utcnow())
+
+
+def get_member(account_id, member_id):
+    member = db.session.scalar(sa.select(User).where(User.account_id == account_id, User.id == _uuid(member_id)))
+    if member is None:
+        raise NotFound("Team member not found.")
+    return member
+
+
+def invite_member(actor, email, role, *, ip=None):
+    """Invite someone with a role; returns (invitation, token). Only the token's hash is stored."""
+    permissions.require(actor, "team:write")
+    errors = []
+    try:
+        email = normalize_email(email)
+    except ValidationError as exc:
+        errors += exc.details
+    try:
+        role = _check_role(role)
+    except ValidationError as exc:
+        errors += exc.details
+    if errors:
+        raise ValidationError(errors[0]["issue"], errors)
+    if role == "owner" and actor.role != "owner":
+        raise Forbidden(OWNER_ONLY)
+    if email_taken(email):
+        raise Conflict(EMAIL_TAKEN, [{"field": "email", "issue": EMAIL_TAKEN}])
+
+    # Inviting a pending address again replaces the earlier link.
+    db.session.execute(sa.delete(Invitation).where(
+        Invitation.account_id == actor.account_id, Invitation.accepted_at.is_(None),
+        sa.func.lower(Invitation.email) == email.lower()))
+    token = new_token()
+    invitation = Invitation(account_id=actor.account_id, email=email, role=role, token_hash=hash_token(token),
+                            invited_by=actor.id, expires_at=utcnow() + INVITATION_LIFETIME)
+    db.session.add(invitation)
+    db.session.flush()
+    audit.record("team.invited", account_id=actor.account_id, actor=actor, ip=ip,
+                 resources=[f"invitation:{invitation.id}"], meta={"email": email, "role": role})
+    db.session.commit()
+    return invitation, token
+
+
+def revoke_invitation(actor, invitation_id, *, ip=None):
+    """Withdraw an invitation that has not been accepted; its link stops working."""
+    permissions.require(actor, "team:write")
+    invitation = db.session.scalar(sa.select(Invitation).where(
+        Invitation.account_id == actor.account_id, Invitation.id == _uuid(invitation_id),
+        Invitation.accepted_at.is_(None)))
+    if invitation is None:
+        raise NotFound("Invitation not found.")
+    audit.record("team.invitation_revoked", account_id=actor.account_id, actor=actor, ip=ip,
+                 resources=[f"invitation:{invitation.id}"], meta={"email": invitation.email, "role": invitation.role})
+    db.session.delete(invitation)
+    db.session.commit()
+    return invitation
+
+
+def find_invitation(token):
+    """The invitation behind a link if it can still be accepted, else None."""
+    if not token or not isinstance(token, str) or len(token) > 200:
+        return None
+    return db.session.scalar(sa.select(Invitation).where(
+        Invitation.token_hash == hash_token(token), Invitation.accepted_at.is_(None),
+        Invitation.expires_at > utcnow()))
+
+
+def invitation_account(invitation):
+    return db.session.get(Account, invitation.account_id)
+
+
+def accept_invitation(token, *, name, password, ip=None):
+    """Create the invited member with the invitation's role; returns the new User."""
+    invitation = find_invitation(token)
+    if invitation is None:
+        raise NotFound(INVALID_INVITATION)
+    errors = []
+    try:
+        name = require_text(name, "name", "Your name", 255)
+    except ValidationError as exc:
+        errors += exc.details
+    try:
+        check_password_strength(password)
+    except ValidationError as exc:
+        errors += exc.details
+    if errors:
+        raise ValidationError(errors[0]["issue"], errors)
+    if email_taken(invitation.email):
+        raise Conflict(EMAIL_TAKEN, [{"field": "email", "issue": EMAIL_TAKEN}])
+
+    # Claim the invitation with a guarded UPDATE so two concurrent accepts cannot both succeed.
+    claimed = db.session.execute(
+        sa.update(Invitation).where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
+        .values(accepted_at=utcnow()).execution_options(synchronize_session=False)).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        raise NotFound(INVALID_INVITATION)
+    user = User(account_id=invitation.account_id, email=invitation.email, name=name,
+                password_hash=hash_password(password), role=invitation.role)
+    db.session.add(user)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(EMAIL_TAKEN, [{"field": "email", "issue": EMAIL_TAKEN}])
+    audit.record("team.joined", account_id=invitation.account_id, actor=user, ip=ip,
+                 resources=[f"user:{user.id}", f"invitation:{invitation.id}"], meta={"role": user.role})
+    db.session.commit()
+    return user
+
+
+def change_role(actor, member_id, role, *, ip=None):
+    """Give a member another role; the account always keeps at least one owner."""
+    permissions.require(actor, "team:write")
+    role = _check_role(role)
+    member = get_member(actor.account_id, member_id)
+    if actor.role != "owner" and (role == "owner" or member.role == "owner"):
+        raise Forbidden(OWNER_ONLY)
+    if member.role == role:
+        return member
+    if member.role == "owner":
+        _require_another_owner(actor.account_id, member)
+    before = member.role
+    member.role = role
+    audit.record("team.role_changed", account_id=actor.account_id, actor=actor, ip=ip,
+                 resources=[f"user:{member.id}"], meta={"email": member.email, "from": before, "to": role})
+    db.session.commit()
+    return member
+
+
+def remove_member(actor, member_id, *, ip=None):
+    """Delete a member's sign-in; the audit log keeps their name as a label."""
+    permissions.require(actor, "team:write")
+    member = get_member(actor.account_id, member_id)
+    if member.id == actor.id:
+        raise Forbidden("You cannot remove yourself. Ask another owner.")
+    if member.role == "owner" and actor.role != "owner":
+        raise Forbidden(OWNER_ONLY)
+    if member.role == "owner":
+        _require_another_owner(actor.account_id, member)
+    audit.record("team.removed", account_id=actor.account_id, actor=actor, ip=ip,
+                 resources=[f"user:{member.id}"], meta={"email": member.email, "role": member.role})
+    _detach_references(member.id)
+    db.session.delete(member)
+    db.session.commit()
+    return member
+
+
+def _check_role(role):
+    if role not in ROLES:
+        raise field_error("role", "Choose one of: " + ", ".join(ROLES) + ".")
+    return role
+
+
+def email_taken(email):
+    """Whether anyone already signs in with this address (in any account)."""
+    email = email.lower()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(User)
+                             .where(sa.func.lower(User.email) == email)) > 0 or \
+        db.session.scalar(sa.select(sa.func.count()).select_from(Account)
+                          .where(sa.func.lower(Account.email) == email)) > 0
+
+
+def _require_another_owner(account_id, member):
+    # Lock the owners' rows (PostgreSQL) so two owners cannot demote each other at once.
+    owners = db.session.scalars(sa.select(User.id).where(User.account_id == account_id, User.role == "owner")
+                                .with_for_update()).all()
+    if not any(owner_id != member.id for owner_id in owners):
+        raise Conflict(LAST_OWNER)
+
+
+def _detach_references(user_id):
+    """Null every column that points at this user (what ON DELETE SET NULL does on PostgreSQL;
+    SQLite does not enforce foreign keys unless asked)."""
+    users = User.__table__
+    for table in db.metadata.sorted_tables:
+        for fk in table.foreign_keys:
+            if fk.column.table is users and table is not users:
+                db.session.execute(sa.update(table).where(fk.parent == user_id).values({fk.parent: None}))
+
+
+def _uuid(value):
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError):
+        raise NotFound("Not found.")

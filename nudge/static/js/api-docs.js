@@ -28,7 +28,14 @@ if (el) {
     el.textContent = "No API description URL (data-spec-url) was given.";
   } else {
     try {
-      init(specUrl, { disableTelemetry: true }, el);
+      init(specUrl, {
+        disableTelemetry: true,
+        // Keep Redoc's sticky menu below our own sticky header, if any.
+        scrollYOffset: () => {
+          const header = document.querySelector(".docs-page > .topbar");
+          return header ? header.getBoundingClientRect().height : 0;
+        }
+      }, el);
     } catch (err) {
       el.textContent = "The API reference could not be shown: " + err.message;
       // eslint-disable-next-line no-console

@@ -97,23 +97,29 @@
   /* ---------------------------------------------------------------------
    * data-copy="#selector": copy that element's text to the clipboard
    * ------------------------------------------------------------------- */
+  function copyWithSelection(text) {
+    // Fallback for plain-http hosts and browsers that refuse the async API.
+    var previous = document.activeElement;
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "sr-only";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(area);
+    if (previous && previous.focus) previous.focus();
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy failed"));
+  }
+
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
-      return navigator.clipboard.writeText(text);
+      return navigator.clipboard.writeText(text).catch(function () {
+        return copyWithSelection(text);
+      });
     }
-    // Fallback for plain-http development hosts.
-    return new Promise(function (resolve, reject) {
-      var area = document.createElement("textarea");
-      area.value = text;
-      area.setAttribute("readonly", "");
-      area.className = "sr-only";
-      document.body.appendChild(area);
-      area.select();
-      var ok = false;
-      try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
-      document.body.removeChild(area);
-      if (ok) { resolve(); } else { reject(new Error("copy failed")); }
-    });
+    return copyWithSelection(text);
   }
 
   document.addEventListener("click", function (evt) {
@@ -277,6 +283,37 @@
   });
 
   /* ---------------------------------------------------------------------
+   * <details class="user-menu">: close on a click elsewhere or on Escape
+   * ------------------------------------------------------------------- */
+  document.addEventListener("click", function (evt) {
+    var menus = document.querySelectorAll("details.user-menu[open]");
+    for (var i = 0; i < menus.length; i++) {
+      if (!menus[i].contains(evt.target)) menus[i].removeAttribute("open");
+    }
+  });
+
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key !== "Escape") return;
+    var menu = evt.target.closest && evt.target.closest("details.user-menu[open]");
+    if (menu) {
+      menu.removeAttribute("open");
+      var summary = menu.querySelector("summary");
+      if (summary) summary.focus();
+    }
+  });
+
+  /* On narrow screens the nav is one horizontally scrolling row: bring the
+   * current page's link into view. */
+  function revealActiveNav() {
+    var nav = document.querySelector(".sidebar nav.nav");
+    var active = nav && nav.querySelector("a.active, a[aria-current='page']");
+    if (!active || nav.scrollWidth <= nav.clientWidth) return;
+    var navBox = nav.getBoundingClientRect();
+    var linkBox = active.getBoundingClientRect();
+    nav.scrollLeft += (linkBox.left - navBox.left) - (navBox.width - linkBox.width) / 2;
+  }
+
+  /* ---------------------------------------------------------------------
    * Run on the first page and on every fragment htmx swaps in.
    * ------------------------------------------------------------------- */
   function init(root) {
@@ -290,10 +327,15 @@
     if (root.classList && root.classList.contains("toast")) autoDismiss(root, SERVER_TOAST_MS);
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", function () { init(document); });
-  } else {
+  function start() {
     init(document);
+    revealActiveNav();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
   }
   document.addEventListener("htmx:load", function (evt) {
     init(evt.detail && evt.detail.elt ? evt.detail.elt : evt.target);

@@ -1,0 +1,63 @@
+"""`nudge serve`: the web app and an embedded job worker in one process."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from nudge.tasks import huey, ping
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(url, seconds=60):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not answer within {seconds}s")
+
+
+@pytest.fixture
+def real_queue():
+    huey.immediate = False
+    huey.flush()
+    yield
+    huey.flush()
+    huey.immediate = True
+
+
+def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
+    port = _free_port()
+    env = dict(os.environ, NUDGE_DATABASE_URL=TEST_DATABASE_URL)
+    if TEST_REDIS_URL:
+        env["NUDGE_REDIS_URL"] = TEST_REDIS_URL
+    nudge = os.path.join(os.path.dirname(sys.executable), "nudge")
+    server = subprocess.Popen([nudge, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        response = _wait_for(f"http://127.0.0.1:{port}/login")
+        assert response.status == 200
+        assert "Content-Security-Policy" in response.headers
+        assert ping("embedded").get(blocking=True, timeout=60)["value"] == "embedded"
+    finally:
+        os.killpg(server.pid, signal.SIGINT)
+        try:
+            output = server.communicate(timeout=20)[0].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            output = server.communicate()[0].decode(errors="replace")
+        print(output[-3000:])
+    assert "Executing nudge.tasks.ping" in output

@@ -1,0 +1,263 @@
+"""The Team page: invitations (link shown once, acceptance), roles, removal, MFA reset, permissions."""
+import datetime as dt
+import re
+from urllib.parse import urlsplit
+
+import pytest
+import sqlalchemy as sa
+
+from nudge.extensions import db
+from nudge.models import Invitation, User
+from nudge.models.types import utcnow
+from nudge.services import audit, team
+from tests.conftest import PASSWORD
+
+HTMX = {"HX-Request": "true"}
+TAKEN = "This email already has a NudgeCampaign sign-in."
+INVALID = "This invitation link is invalid or has expired. Ask for a new one."
+
+
+def invite_link(html):
+    match = re.search(r'id="invite-link">([^<]+)<', html)
+    assert match, "no invitation link in the page"
+    return match.group(1)
+
+
+def invite(client, email="new@example.com", role="marketer"):
+    response = client.post("/settings/team/invitations", data={"email": email, "role": role})
+    assert response.status_code == 200, response.get_data(as_text=True)[:500]
+    return invite_link(response.get_data(as_text=True))
+
+
+def entries(account_id, action):
+    return db.session.scalars(audit.list_entries(account_id, action=action)).all()
+
+
+def test_invite_accept_sign_in_and_listed(app, make_account, login):
+    account, owner = make_account(name="Acme")
+    owner_client = app.test_client()
+    login(owner_client, owner)
+
+    response = owner_client.post("/settings/team/invitations", data={"email": "mia@example.com", "role": "admin"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "Send this link to your teammate" in html and 'class="secret-once"' in html
+    link = invite_link(html)
+    assert link.startswith(app.config["BASE_URL"] + "/settings/team/join/")
+    token = link.rsplit("/", 1)[1]
+    assert db.session.scalar(sa.select(Invitation.token_hash)) != token
+    # Shown once: the team page lists the invitation but never the link again.
+    page = owner_client.get("/settings/team").get_data(as_text=True)
+    assert "mia@example.com" in page and token not in page
+
+    guest = app.test_client()
+    path = urlsplit(link).path
+    landing = guest.get(path)
+    assert landing.status_code == 200
+    text = landing.get_data(as_text=True)
+    assert "Acme" in text and "admin" in text and "mia@example.com" in text
+
+    joined = guest.post(path, data={"name": "Mia", "password": PASSWORD})
+    assert joined.status_code == 302
+    assert "/security/mfa/enrol" in joined.headers["Location"]  # MFA is required: enrol first
+    member = db.session.scalar(sa.select(User).where(User.email == "mia@example.com"))
+    assert member.account_id == account.id and member.role == "admin" and member.name == "Mia"
+    assert entries(account.id, "team.joined")[0].actor == "mia@example.com"
+
+    # The new member can sign in with the chosen password.
+    fresh = app.test_client()
+    login(fresh, member)
+    # The owner sees them as a member, and the invitation is gone.
+    page = owner_client.get("/settings/team").get_data(as_text=True)
+    assert "Mia" in page and "Pending invitations" in page and "No pending invitations" in page
+    # The link is used up.
+    again = app.test_client().get(path)
+    assert again.status_code == 404 and INVALID in again.get_data(as_text=True)
+
+
+def test_htmx_invite_swaps_in_the_link_and_the_list(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    response = client.post("/settings/team/invitations", data={"email": "h@example.com", "role": "viewer"},
+                           headers=HTMX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" not in html
+    assert 'id="team-invite"' in html and 'class="secret-once"' in html
+    assert 'id="invitations" hx-swap-oob="true"' in html and "h@example.com" in html
+    assert "Invitation created" in response.headers["HX-Trigger"]
+
+
+def test_invalid_invite_shows_errors(client, make_account, make_user, login):
+    account, owner = make_account()
+    other_account, other_owner = make_account()
+    login(client, owner)
+    response = client.post("/settings/team/invitations", data={"email": other_owner.email, "role": "viewer"})
+    assert response.status_code == 422 and TAKEN in response.get_data(as_text=True)
+    response = client.post("/settings/team/invitations", data={"email": "nope", "role": "viewer"}, headers=HTMX)
+    assert response.status_code == 422 and "valid email" in response.get_data(as_text=True)
+    assert team.list_invitations(account.id) == []
+
+
+def test_expired_or_unknown_links_show_a_clear_page(app, client, make_account, login):
+    account, owner = make_account()
+    invitation, token = team.invite_member(owner, "late@example.com", "viewer")
+    invitation.expires_at = utcnow() - dt.timedelta(minutes=1)
+    db.session.commit()
+    for path in (f"/settings/team/join/{token}", "/settings/team/join/made-up-token"):
+        response = client.get(path)
+        assert response.status_code == 404 and INVALID in response.get_data(as_text=True)
+        response = client.post(path, data={"name": "Late", "password": PASSWORD})
+        assert response.status_code == 404
+    assert db.session.scalar(sa.select(User).where(User.email == "late@example.com")) is None
+
+
+def test_accept_validates_name_and_password(client, make_account):
+    account, owner = make_account()
+    _, token = team.invite_member(owner, "weak@example.com", "viewer")
+    response = client.post(f"/settings/team/join/{token}", data={"name": "", "password": "password"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert "Your name is required." in html and "Password needs" in html
+    assert team.find_invitation(token) is not None
+
+
+def test_accept_after_email_got_a_sign_in_elsewhere(client, make_account, make_user):
+    account, owner = make_account()
+    other, _ = make_account()
+    _, token = team.invite_member(owner, "twice@example.com", "viewer")
+    make_user(other, email="twice@example.com")
+    response = client.get(f"/settings/team/join/{token}")
+    assert response.status_code == 409 and TAKEN in response.get_data(as_text=True)
+    response = client.post(f"/settings/team/join/{token}", data={"name": "Twice", "password": PASSWORD})
+    assert response.status_code == 409 and TAKEN in response.get_data(as_text=True)
+
+
+def test_revoke_invitation(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    link = invite(client, "revoke@example.com")
+    invitation = team.list_invitations(account.id)[0]
+    response = client.post(f"/settings/team/invitations/{invitation.id}/revoke", follow_redirects=True)
+    assert response.status_code == 200 and "revoked" in response.get_data(as_text=True)
+    assert client.get(urlsplit(link).path).status_code == 404
+    assert entries(account.id, "team.invitation_revoked")
+
+
+def test_owner_changes_role_and_removes_member_audited(client, make_account, make_user, login):
+    account, owner = make_account()
+    member = make_user(account, role="viewer", email="m@example.com")
+    login(client, owner)
+
+    response = client.post(f"/settings/team/{member.id}/role", data={"role": "marketer"}, follow_redirects=True)
+    assert response.status_code == 200 and "is now a marketer" in response.get_data(as_text=True)
+    assert db.session.get(User, member.id).role == "marketer"
+    changed = entries(account.id, "team.role_changed")[0]
+    assert changed.meta["from"] == "viewer" and changed.meta["to"] == "marketer"
+
+    response = client.post(f"/settings/team/{member.id}/remove", follow_redirects=True)
+    assert response.status_code == 200 and "was removed" in response.get_data(as_text=True)
+    assert db.session.get(User, member.id) is None
+    assert entries(account.id, "team.removed")[0].meta["email"] == "m@example.com"
+
+
+def test_admin_cannot_make_anyone_owner(client, make_account, make_user, login):
+    account, owner = make_account()
+    admin = make_user(account, role="admin")
+    member = make_user(account, role="viewer")
+    login(client, admin)
+    page = client.get("/settings/team").get_data(as_text=True)
+    assert 'value="owner"' not in page  # neither the invite nor the role selects offer it
+    assert client.post(f"/settings/team/{member.id}/role", data={"role": "owner"}).status_code == 403
+    assert client.post(f"/settings/team/{owner.id}/role", data={"role": "viewer"}).status_code == 403
+    assert client.post(f"/settings/team/{owner.id}/remove").status_code == 403
+    response = client.post("/settings/team/invitations", data={"email": "x@example.com", "role": "owner"})
+    assert response.status_code == 403
+    db.session.expire_all()
+    assert db.session.get(User, member.id).role == "viewer" and db.session.get(User, owner.id).role == "owner"
+    # An admin may still manage the rest of the team.
+    response = client.post(f"/settings/team/{member.id}/role", data={"role": "admin"})
+    assert response.status_code == 303 and db.session.get(User, member.id).role == "admin"
+
+
+def test_last_owner_cannot_be_demoted_or_removed(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    response = client.post(f"/settings/team/{owner.id}/role", data={"role": "admin"}, follow_redirects=True)
+    assert "at least one owner" in response.get_data(as_text=True)
+    assert client.post(f"/settings/team/{owner.id}/remove").status_code == 403
+    db.session.expire_all()
+    assert db.session.get(User, owner.id).role == "owner"
+    assert entries(account.id, "team.role_changed") == []
+
+
+def test_owner_resets_member_mfa(client, make_account, make_user, login):
+    account, owner = make_account()
+    member = make_user(account, role="marketer")
+    login(client, owner)
+    page = client.get("/settings/team").get_data(as_text=True)
+    assert f"/settings/team/{member.id}/reset-mfa" in page
+    assert f"/settings/team/{owner.id}/reset-mfa" not in page  # not for themselves
+    response = client.post(f"/settings/team/{member.id}/reset-mfa", follow_redirects=True)
+    assert response.status_code == 200 and "Two-factor authentication reset" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert not db.session.get(User, member.id).mfa_enabled
+    assert entries(account.id, "mfa.reset")
+
+
+def test_admin_cannot_reset_mfa(client, make_account, make_user, login):
+    account, _ = make_account()
+    admin = make_user(account, role="admin")
+    member = make_user(account, role="marketer")
+    login(client, admin)
+    assert "reset-mfa" not in client.get("/settings/team").get_data(as_text=True)
+    assert client.post(f"/settings/team/{member.id}/reset-mfa").status_code == 403
+    assert db.session.get(User, member.id).mfa_enabled
+
+
+@pytest.mark.parametrize("role", ["marketer", "viewer"])
+def test_marketer_and_viewer_get_403(client, make_account, make_user, login, role):
+    account, owner = make_account()
+    actor = make_user(account, role=role)
+    other = make_user(account, role="viewer")
+    invitation, _ = team.invite_member(owner, "pending@example.com", "viewer")
+    login(client, actor)
+    nav = client.get("/settings/account").get_data(as_text=True)
+    assert "/settings/team" not in nav
+    assert client.get("/settings/team").status_code == 403
+    response = client.post("/settings/team/invitations", data={"email": "x@example.com", "role": "viewer"})
+    assert response.status_code == 403
+    assert client.post(f"/settings/team/invitations/{invitation.id}/revoke").status_code == 403
+    assert client.post(f"/settings/team/{other.id}/role", data={"role": "admin"}).status_code == 403
+    assert client.post(f"/settings/team/{other.id}/remove").status_code == 403
+    assert client.post(f"/settings/team/{other.id}/reset-mfa").status_code == 403
+    assert db.session.get(User, other.id).role == "viewer"
+    assert len(team.list_invitations(account.id)) == 1
+
+
+def test_other_accounts_team_is_out_of_reach(client, make_account, make_user, login):
+    account_a, owner_a = make_account()
+    member_a = make_user(account_a, role="viewer")
+    invitation_a, token_a = team.invite_member(owner_a, "a@example.com", "viewer")
+    account_b, owner_b = make_account()
+    login(client, owner_b)
+
+    page = client.get("/settings/team").get_data(as_text=True)
+    assert member_a.email not in page and "a@example.com" not in page
+    assert client.post(f"/settings/team/{member_a.id}/role", data={"role": "admin"}).status_code == 404
+    assert client.post(f"/settings/team/{member_a.id}/remove").status_code == 404
+    assert client.post(f"/settings/team/{member_a.id}/reset-mfa").status_code == 404
+    assert client.post(f"/settings/team/invitations/{invitation_a.id}/revoke").status_code == 404
+    assert client.post("/settings/team/not-a-uuid/remove").status_code == 404
+    db.session.expire_all()
+    assert db.session.get(User, member_a.id).role == "viewer" and db.session.get(User, member_a.id).mfa_enabled
+    assert team.find_invitation(token_a) is not None
+
+
+def test_invite_and_accept_need_csrf_token(make_app, make_account, login):
+    app = make_app(WTF_CSRF_ENABLED=True)
+    account, owner = make_account()
+    _, token = team.invite_member(owner, "csrf@example.com", "viewer")
+    guest = app.test_client()
+    response = guest.post(f"/settings/team/join/{token}", data={"name": "C", "password": PASSWORD})
+    assert response.status_code == 400
+    assert db.session.scalar(sa.select(User).where(User.email == "csrf@example.com")) is None
