@@ -41,7 +41,7 @@ class ApiActor:
         return f"api:{self.client_id}"
 
     def can(self, permission):
-        return "account:admin" in self.scopes or scope_for(permission) in self.scopes
+        return permission in ALWAYS or "account:admin" in self.scopes or scope_for(permission) in self.scopes
 
 
 def require(actor, permission):

@@ -1,0 +1,80 @@
+"""The API's success envelope {"data", "meta", "links"} (spec section 1) and JSON request bodies."""
+import datetime as dt
+import json
+
+from flask import jsonify, request
+
+from nudge.errors import ValidationError
+
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+              float: "a number", type(None): "null"}
+
+
+def request_path():
+    """This request's path and query string, relative, as the spec's links show them."""
+    query = request.query_string.decode("latin-1")
+    return request.path + ("?" + query if query else "")
+
+
+def envelope(data, *, status=200, meta=None, links=None, headers=None):
+    """A success response in the spec's envelope; links.self defaults to this request."""
+    body = {"data": data, "meta": meta or {}, "links": links or {"self": request_path()}}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def iso(value):
+    """A naive-UTC timestamp as ISO 8601 with a Z, or None."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
+    return value.isoformat()
+
+
+def is_json_mimetype(mimetype):
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw):
+    """Parse bytes as JSON; raises ValidationError with the position of the first problem."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValidationError("The request body is not UTF-8 encoded JSON.",
+                              [{"field": "body", "issue": "Must be UTF-8 encoded JSON."}])
+    if not text.strip():
+        raise ValidationError("The request body is empty; send a JSON object.",
+                              [{"field": "body", "issue": "Empty body; expected a JSON object."}])
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        issue = f"Malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        raise ValidationError("The request body is not valid JSON.", [{"field": "body", "issue": issue}])
+    except ValueError as exc:
+        raise ValidationError("The request body is not valid JSON.",
+                              [{"field": "body", "issue": f"Malformed JSON: {exc}."}])
+
+
+def json_body():
+    """The request's JSON object body, or a 400 VALIDATION_ERROR saying what is wrong with it."""
+    mimetype = request.mimetype or ""
+    if not is_json_mimetype(mimetype):
+        got = mimetype or "no Content-Type"
+        raise ValidationError("Send the request body as JSON with Content-Type: application/json.",
+                              [{"field": "body", "issue": f"Content-Type must be application/json, not {got}."}])
+    data = parse_json(request.get_data(cache=True))
+    if not isinstance(data, dict):
+        kind = JSON_TYPES.get(type(data), type(data).__name__)
+        raise ValidationError("The request body must be a JSON object.",
+                              [{"field": "body", "issue": f"Expected a JSON object, got {kind}."}])
+    return data
