@@ -1,15 +1,17 @@
 """Accounts: sign-up, settings and usage."""
 import datetime as dt
+import functools
 
 import sqlalchemy as sa
 
 from nudge.config import PLAN_EMAIL_LIMITS, PLANS
-from nudge.errors import Conflict, ValidationError
+from nudge.errors import Conflict, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Account, EmailEvent, User
 from nudge.services import audit, permissions
 from nudge.services.security import check_password_strength, hash_password
-from nudge.services.validation import check_timezone, normalize_email, optional_text, require_text
+from nudge.services.validation import (check_choice, check_timezone, normalize_email, optional_text, require_text,
+                                       validate_fields)
 
 SETTINGS_FIELDS = ("name", "postal_address", "default_from_name", "default_from_email", "timezone")
 
@@ -21,23 +23,13 @@ def email_in_use(email):
 
 def create_account(*, name, email, password, plan="starter", owner_name=None, ip=None):
     """Create an account and its owner; returns (account, owner)."""
-    errors = []
-    try:
-        name = require_text(name, "name", "Account name", 255)
-    except ValidationError as exc:
-        errors += exc.details
-    try:
-        email = normalize_email(email)
-    except ValidationError as exc:
-        errors += exc.details
-    try:
-        check_password_strength(password)
-    except ValidationError as exc:
-        errors += exc.details
-    if plan not in PLANS:
-        errors.append({"field": "plan", "issue": "Must be one of " + ", ".join(PLANS) + "."})
-    if errors:
-        raise ValidationError(errors[0]["issue"], errors)
+    clean = validate_fields({
+        "name": lambda: require_text(name, "name", "Account name", 255),
+        "email": lambda: normalize_email(email),
+        "password": lambda: check_password_strength(password),
+        "plan": lambda: check_choice(plan, PLANS, "plan"),
+    })
+    name, email = clean["name"], clean["email"]
     if email_in_use(email):
         raise Conflict("An account with this email already exists.", [{"field": "email", "issue": "Already registered."}])
 
@@ -51,6 +43,12 @@ def create_account(*, name, email, password, plan="starter", owner_name=None, ip
                  resources=[f"account:{account.id}"], meta={"plan": plan})
     db.session.commit()
     return account, owner
+
+
+def _check_string_setting(check, field, value):
+    if value is not None and not isinstance(value, str):
+        raise field_error(field, "Must be a string.")
+    return check(value)
 
 
 def get_account(account_id):
@@ -73,7 +71,6 @@ def update_settings(actor, account, changes, *, ip=None):
     if unknown:
         raise ValidationError("Unknown or read-only fields.",
                               [{"field": f, "issue": "Unknown or read-only field."} for f in unknown])
-    clean, errors = {}, []
     checks = {
         "name": lambda v: require_text(v, "name", "Account name", 255),
         "postal_address": lambda v: optional_text(v, "postal_address", "Postal address", 1000),
@@ -81,16 +78,8 @@ def update_settings(actor, account, changes, *, ip=None):
         "default_from_email": lambda v: normalize_email(v, "default_from_email") if (v or "").strip() else None,
         "timezone": check_timezone,
     }
-    for field, value in changes.items():
-        if value is not None and not isinstance(value, str):
-            errors.append({"field": field, "issue": "Must be a string."})
-            continue
-        try:
-            clean[field] = checks[field](value)
-        except ValidationError as exc:
-            errors += exc.details
-    if errors:
-        raise ValidationError(errors[0]["issue"], errors)
+    clean = validate_fields({field: functools.partial(_check_string_setting, checks[field], field, value)
+                             for field, value in changes.items()})
     before = {field: getattr(account, field) for field in clean}
     for field, value in clean.items():
         setattr(account, field, value)

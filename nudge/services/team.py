@@ -5,13 +5,13 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from nudge.errors import Conflict, Forbidden, NotFound, ValidationError, field_error
+from nudge.errors import Conflict, Forbidden, NotFound, field_error
 from nudge.extensions import db
 from nudge.models import ROLES, Account, Invitation, User
 from nudge.models.types import utcnow
 from nudge.services import audit, permissions
 from nudge.services.security import check_password_strength, hash_password, hash_token, new_token
-from nudge.services.validation import normalize_email, require_text
+from nudge.services.validation import normalize_email, require_text, validate_fields
 
 INVITATION_LIFETIME = dt.timedelta(days=7)
 EMAIL_TAKEN = "This email already has a NudgeCampaign sign-in."
@@ -62,17 +62,8 @@ def get_member(account_id, member_id):
 def invite_member(actor, email, role, *, ip=None):
     """Invite someone with a role; returns (invitation, token). Only the token's hash is stored."""
     permissions.require(actor, "team:write")
-    errors = []
-    try:
-        email = normalize_email(email)
-    except ValidationError as exc:
-        errors += exc.details
-    try:
-        role = _check_role(role)
-    except ValidationError as exc:
-        errors += exc.details
-    if errors:
-        raise ValidationError(errors[0]["issue"], errors)
+    clean = validate_fields({"email": lambda: normalize_email(email), "role": lambda: _check_role(role)})
+    email, role = clean["email"], clean["role"]
     if role == "owner" and actor.role != "owner":
         raise Forbidden(OWNER_ONLY)
     if email_taken(email):
@@ -126,17 +117,8 @@ def accept_invitation(token, *, name, password, ip=None):
     invitation = find_invitation(token)
     if invitation is None:
         raise NotFound(INVALID_INVITATION)
-    errors = []
-    try:
-        name = require_text(name, "name", "Your name", 255)
-    except ValidationError as exc:
-        errors += exc.details
-    try:
-        check_password_strength(password)
-    except ValidationError as exc:
-        errors += exc.details
-    if errors:
-        raise ValidationError(errors[0]["issue"], errors)
+    name = validate_fields({"name": lambda: require_text(name, "name", "Your name", 255),
+                            "password": lambda: check_password_strength(password)})["name"]
     if email_taken(invitation.email):
         raise Conflict(EMAIL_TAKEN, [{"field": "email", "issue": EMAIL_TAKEN}])
 

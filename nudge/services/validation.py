@@ -3,7 +3,7 @@ import zoneinfo
 
 from email_validator import EmailNotValidError, validate_email
 
-from nudge.errors import field_error
+from nudge.errors import ValidationError, field_error
 
 
 def normalize_email(value, field="email"):
@@ -34,8 +34,27 @@ def optional_text(value, field, label, max_length):
     return value or None
 
 
+def check_choice(value, choices, field):
+    if value not in choices:
+        raise field_error(field, "Must be one of " + ", ".join(choices) + ".")
+    return value
+
+
 def check_timezone(value, field="timezone"):
     value = (value or "").strip()
     if value not in zoneinfo.available_timezones():
         raise field_error(field, "Must be an IANA time zone such as Europe/Berlin or America/New_York.")
     return value
+
+
+def validate_fields(checks):
+    """Run every check (field -> zero-argument callable) and report all problems in one ValidationError."""
+    results, errors = {}, []
+    for field, check in checks.items():
+        try:
+            results[field] = check()
+        except ValidationError as exc:
+            errors += exc.details or [{"field": field, "issue": exc.message}]
+    if errors:
+        raise ValidationError(errors[0]["issue"], errors)
+    return results
