@@ -6,6 +6,7 @@ from flask import abort, make_response, render_template, request
 from flask_login import current_user
 
 from nudge.extensions import htmx
+from nudge.services.pagination import count_rows, fetch_page
 
 
 def render(page, fragment=None, status=200, **context):
@@ -85,16 +86,10 @@ class Pagination:
 
 def paginate(query, page, per_page=50):
     """Run a SQLAlchemy select for one page (1-based; junk or out-of-range pages are clamped)."""
-    import sqlalchemy as sa
-
-    from nudge.extensions import db
-
     try:
         page = max(1, int(page or 1))
     except (TypeError, ValueError):
         page = 1
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
-    pages = max(1, -(-total // per_page))
-    page = min(page, pages)
-    items = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).all()
-    return Pagination(items, total, page, per_page)
+    total = count_rows(query)
+    page = min(page, max(1, -(-total // per_page)))
+    return Pagination(fetch_page(query, page, per_page), total, page, per_page)

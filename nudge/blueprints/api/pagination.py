@@ -9,12 +9,11 @@
 import math
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 from flask import request
 
 from nudge.blueprints.api.responses import envelope
 from nudge.errors import ValidationError
-from nudge.extensions import db
+from nudge.services.pagination import count_rows, fetch_page
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
@@ -87,8 +86,8 @@ def paginate(query, serialize, *, page=None, per_page=None):
     The query must have a stable ORDER BY (add the primary key as a tie-breaker)."""
     if page is None or per_page is None:
         page, per_page = page_params()
-    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.order_by(None).subquery()))
-    rows = db.session.scalars(query.limit(per_page).offset((page - 1) * per_page)).all()
+    total = count_rows(query)
+    rows = fetch_page(query, page, per_page)
     meta, links = page_meta_links(total, page, per_page)
     return {"data": [serialize(row) for row in rows], "meta": meta, "links": links}
 
