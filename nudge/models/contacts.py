@@ -1,8 +1,13 @@
-"""Contacts and segments (spec section 2)."""
+"""Contacts, their custom field definitions, the suppression list, imports and segments (spec section 2)."""
 import sqlalchemy as sa
 
 from nudge.extensions import db
-from nudge.models.types import JSONDoc, TextArray, account_fk, created_column, id_column, updated_column, utcnow
+from nudge.models.types import (UUID, JSONDoc, TextArray, account_fk, created_column, id_column, updated_column,
+                                utcnow)
+
+CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained", "deleted")
+CUSTOM_FIELD_TYPES = ("text", "number", "date", "boolean", "choice")
+SUPPRESSION_REASONS = ("unsubscribed", "hard_bounce", "complaint", "manual", "erased")
 
 
 class Contact(db.Model):
@@ -11,6 +16,8 @@ class Contact(db.Model):
         sa.UniqueConstraint("account_id", "email", name="uq_contacts_account_id_email"),
         sa.Index("idx_contacts_account_email", "account_id", "email"),
         sa.Index("idx_contacts_tags", "tags", postgresql_using="gin"),
+        sa.Index("ix_contacts_account_created", "account_id", "created_at"),
+        sa.Index("ix_contacts_account_status", "account_id", "status"),
     )
     id = id_column()
     account_id = account_fk()
@@ -21,8 +28,75 @@ class Contact(db.Model):
     subscription_date = sa.Column(sa.DateTime, default=utcnow, server_default=sa.func.now())
     custom_fields = sa.Column(JSONDoc, nullable=False, default=dict, server_default="{}")
     tags = sa.Column(TextArray)
+    # Where the contact came from (dashboard, api, import, form) and, for consent records, when/how.
+    source = sa.Column(sa.String(50))
+    unsubscribed_at = sa.Column(sa.DateTime)
+    # Soft delete: status "deleted" for 30 days (restorable to status_before_delete), then purged.
+    deleted_at = sa.Column(sa.DateTime)
+    status_before_delete = sa.Column(sa.String(20))
     created_at = created_column()
     updated_at = updated_column()
+
+
+class CustomField(db.Model):
+    """An account's custom field definition; contacts.custom_fields holds the values by name."""
+    __tablename__ = "custom_fields"
+    __table_args__ = (sa.UniqueConstraint("account_id", "name", name="uq_custom_fields_account_id_name"),)
+    id = id_column()
+    account_id = account_fk()
+    name = sa.Column(sa.String(50), nullable=False)
+    label = sa.Column(sa.String(100), nullable=False)
+    type = sa.Column(sa.String(20), nullable=False)
+    options = sa.Column(JSONDoc)  # the allowed values of a "choice" field
+    created_at = created_column()
+
+
+class Suppression(db.Model):
+    """An address the account must never mail again; outlives the contact."""
+    __tablename__ = "suppressions"
+    __table_args__ = (sa.UniqueConstraint("account_id", "email", name="uq_suppressions_account_id_email"),)
+    id = id_column()
+    account_id = account_fk()
+    email = sa.Column(sa.String(255), nullable=False)
+    reason = sa.Column(sa.String(20), nullable=False)
+    note = sa.Column(sa.Text)
+    created_at = created_column()
+
+
+class Import(db.Model):
+    """A contact import (CSV upload or API batch) and its progress and outcome."""
+    __tablename__ = "imports"
+    __table_args__ = (sa.Index("ix_imports_account_created", "account_id", "created_at"),)
+    id = id_column()
+    account_id = account_fk()
+    created_by = sa.Column(UUID, sa.ForeignKey("users.id", ondelete="SET NULL"))
+    source = sa.Column(sa.String(20), nullable=False, default="csv")  # csv, api, cli
+    filename = sa.Column(sa.String(255))
+    file_path = sa.Column(sa.Text)  # the uploaded file under the instance folder, removed when done
+    status = sa.Column(sa.String(20), nullable=False, default="pending")  # pending, running, completed, failed
+    mapping = sa.Column(JSONDoc, nullable=False, default=dict)  # CSV column -> contact field
+    options = sa.Column(JSONDoc, nullable=False, default=dict)  # update_existing, tags, delimiter, encoding
+    total_rows = sa.Column(sa.Integer)
+    processed_rows = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    created_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    updated_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    skipped_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    error_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    message = sa.Column(sa.Text)  # why a failed import failed
+    created_at = created_column()
+    started_at = sa.Column(sa.DateTime)
+    finished_at = sa.Column(sa.DateTime)
+
+
+class ImportError_(db.Model):
+    """One rejected row of an import: row number (1 = first data row), column and reason."""
+    __tablename__ = "import_errors"
+    __table_args__ = (sa.Index("ix_import_errors_import_row", "import_id", "row_number"),)
+    id = sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
+    import_id = sa.Column(UUID, sa.ForeignKey("imports.id", ondelete="CASCADE"), nullable=False)
+    row_number = sa.Column(sa.Integer, nullable=False)
+    field = sa.Column(sa.String(100))
+    message = sa.Column(sa.Text, nullable=False)
 
 
 class Segment(db.Model):
@@ -36,3 +110,13 @@ class Segment(db.Model):
     contact_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
     last_calculated = sa.Column(sa.DateTime)
     created_at = created_column()
+
+
+class SegmentMember(db.Model):
+    """An explicit member of a static segment."""
+    __tablename__ = "segment_members"
+    __table_args__ = (sa.Index("ix_segment_members_contact", "contact_id"),)
+    segment_id = sa.Column(UUID, sa.ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    contact_id = sa.Column(UUID, sa.ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
+    account_id = account_fk()
+    added_at = created_column()

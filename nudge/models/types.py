@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-TextArray = sa.JSON().with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
+# none_as_null: a missing list is SQL NULL on SQLite too, as it is on PostgreSQL.
+TextArray = sa.JSON(none_as_null=True).with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
 IPAddress = sa.String(45).with_variant(postgresql.INET(), "postgresql")
 UUID = sa.Uuid
 
