@@ -23,6 +23,10 @@ def create_app(config=None):
     _register_blueprints(app)
     _register_security_headers(app)
 
+    @app.context_processor
+    def navigation_helpers():
+        return {"has_endpoint": lambda name: name in app.view_functions}
+
     from nudge import errorhandlers, tasks
     errorhandlers.init_app(app)
     tasks.init_app(app)
@@ -56,13 +60,16 @@ def _migrations_dir():
 
 
 def _register_blueprints(app):
-    from nudge.blueprints import auth, dashboard, settings
+    from nudge.blueprints import auth, contacts, dashboard, imports, segments, settings
     from nudge.blueprints.api import bp as api_bp
     from nudge.extensions import csrf
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(settings.bp, url_prefix="/settings")
+    app.register_blueprint(contacts.bp, url_prefix="/contacts")
+    app.register_blueprint(imports.bp, url_prefix="/imports")
+    app.register_blueprint(segments.bp, url_prefix="/segments")
     csrf.exempt(api_bp)  # bearer tokens, no cookies: CSRF does not apply
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     from nudge.blueprints.api.docs import bp as docs_bp
