@@ -57,9 +57,15 @@ def verify_password(password_hash, password):
         return False
 
 
-# A hash that no password matches, verified when the email is unknown so the answer takes as long.
+_dummy_hashes = {}
+
+
 def dummy_verify(password):
-    verify_password(_hasher().hash(secrets.token_hex(8)), password)
+    """Verify against a hash no password matches, so an unknown email takes as long as a wrong password."""
+    hasher = _hasher()
+    if id(hasher) not in _dummy_hashes:
+        _dummy_hashes[id(hasher)] = hasher.hash(secrets.token_hex(16))
+    verify_password(_dummy_hashes[id(hasher)], password)
 
 
 def new_token(nbytes=32):
