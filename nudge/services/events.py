@@ -4,6 +4,7 @@ import sqlalchemy as sa
 
 from nudge.extensions import db
 from nudge.models import EmailEvent
+from nudge.models.types import utcnow
 from nudge.services.dialect import new_uuid_sql
 
 EVENT_TYPES = (
@@ -31,7 +32,7 @@ def emit_for_contacts(account_id, event_type, contact_ids, data=None):
     id_column = list(ids.c)[0]
     select = sa.select(new_uuid_sql(), sa.literal(account_id, EmailEvent.account_id.type), id_column,
                        sa.literal(event_type), sa.literal(data or {}, EmailEvent.event_data.type),
-                       sa.func.now())
+                       sa.literal(utcnow(), EmailEvent.created_at.type))
     result = db.session.connection().execute(sa.insert(EmailEvent).from_select(
         ["id", "account_id", "contact_id", "event_type", "event_data", "created_at"], select))
     return result.rowcount

@@ -22,12 +22,19 @@ def purge_old_email_events(now):
     return result.rowcount
 
 
+def purge_deleted_contacts(now):
+    """Contacts soft-deleted more than 30 days ago are gone for good (spec section 6)."""
+    from nudge.services.contacts import purge_deleted_contacts as purge
+    return purge(now)
+
+
 def run_housekeeping(now=None):
     """Run every retention step; returns how many rows each removed."""
     now = now or utcnow()
     summary = {
         "invitations": purge_expired_invitations(now),
         "email_events": purge_old_email_events(now),
+        "contacts": purge_deleted_contacts(now),
     }
     db.session.commit()
     return summary

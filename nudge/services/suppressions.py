@@ -1,8 +1,14 @@
 """The suppression list: addresses an account must never mail again, kept even when the contact is deleted."""
+import csv
+import io
+import re
+
 import sqlalchemy as sa
 
+from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
-from nudge.models import SUPPRESSION_REASONS, Suppression
+from nudge.models import SUPPRESSION_REASONS, Contact, Suppression
+from nudge.services import permissions
 from nudge.models.types import new_id, utcnow
 from nudge.services.dialect import insert
 
@@ -28,3 +34,108 @@ def suppress(account_id, emails, reason, note=None):
     statement = insert(Suppression).on_conflict_do_nothing(index_elements=["account_id", "email"])
     result = db.session.connection().execute(statement, rows)
     return max(result.rowcount or 0, 0)
+
+
+# --- Managing the list (dashboard and API) -------------------------------------------------------
+
+MAX_BULK = 100000
+
+
+def list_suppressions(account_id, q=None, reason=None):
+    """A select of the account's suppressions, newest first; q searches the address."""
+    query = sa.select(Suppression).where(Suppression.account_id == account_id)
+    if q and q.strip():
+        escaped = q.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Suppression.email.ilike(f"%{escaped}%", escape="\\"))
+    if reason:
+        query = query.where(Suppression.reason == reason)
+    return query.order_by(Suppression.created_at.desc(), Suppression.email)
+
+
+def get_suppression(account_id, email):
+    row = db.session.scalar(sa.select(Suppression).where(Suppression.account_id == account_id,
+                                                         sa.func.lower(Suppression.email) == (email or "").strip().lower()))
+    if row is None:
+        raise NotFound(f"{email} is not on the suppression list.")
+    return row
+
+
+def emails_from_text(text):
+    """Addresses from pasted text: one per line, or separated by commas, semicolons or spaces."""
+    return [part for part in re.split(r"[\s,;]+", text or "") if part]
+
+
+def emails_from_csv(text):
+    """The first column of each CSV row (a header row whose first cell is not an address is skipped)."""
+    text = (text or "").lstrip("\ufeff")
+    sample = text[:4096]
+    try:
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        dialect = csv.excel
+    emails = []
+    for index, row in enumerate(csv.reader(io.StringIO(text), dialect)):
+        if not row or not row[0].strip():
+            continue
+        cell = row[0].strip()
+        if index == 0 and "@" not in cell:
+            continue  # a header such as "email"
+        emails.append(cell)
+    return emails
+
+
+def add_suppressions(actor, emails, reason="manual", note=None):
+    """Validate and add addresses; returns {"added", "already", "invalid": [{"email", "issue"}]}.
+
+    Contacts with these addresses stop being active (status unsubscribed): suppressed means never mailed."""
+    from nudge.services import events
+    from nudge.services.validation import normalize_email
+    permissions.require(actor, "contacts:write")
+    if reason not in SUPPRESSION_REASONS:
+        raise field_error("reason", "Must be one of " + ", ".join(SUPPRESSION_REASONS) + ".")
+    if not isinstance(emails, (list, tuple)) or not all(isinstance(e, str) for e in emails):
+        raise field_error("emails", "Must be a list of email addresses.")
+    if len(emails) > MAX_BULK:
+        raise field_error("emails", f"At most {MAX_BULK:,} addresses at once.")
+    note = (note or "").strip()[:1000] or None
+    valid, invalid = [], []
+    for raw in emails:
+        try:
+            valid.append(normalize_email(raw))
+        except ValidationError as exc:
+            invalid.append({"email": raw[:255], "issue": exc.details[0]["issue"] if exc.details else exc.message})
+    valid = list(dict.fromkeys(valid))
+    added = 0
+    for start in range(0, len(valid), 1000):
+        added += suppress(actor.account_id, valid[start:start + 1000], reason, note)
+    if valid:
+        now = utcnow()
+        for start in range(0, len(valid), 1000):
+            chunk = valid[start:start + 1000]
+            active = sa.and_(Contact.account_id == actor.account_id, Contact.status == "active",
+                             Contact.email.in_(chunk))
+            events.emit_for_contacts(actor.account_id, "contact.unsubscribed", sa.select(Contact.id).where(active),
+                                     {"reason": reason})
+            db.session.execute(sa.update(Contact).where(active).values(status="unsubscribed", unsubscribed_at=now,
+                                                                       updated_at=now)
+                               .execution_options(synchronize_session=False))
+    db.session.commit()
+    return {"added": added, "already": len(valid) - added, "invalid": invalid}
+
+
+def remove_suppressions(actor, emails):
+    """Take addresses off the list; returns how many were removed. Contacts keep their status
+    (re-activating one is a separate, deliberate step)."""
+    permissions.require(actor, "contacts:write")
+    if not isinstance(emails, (list, tuple)) or not all(isinstance(e, str) for e in emails):
+        raise field_error("emails", "Must be a list of email addresses.")
+    wanted = list(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
+    removed = 0
+    for start in range(0, len(wanted), 1000):
+        result = db.session.execute(sa.delete(Suppression).where(
+            Suppression.account_id == actor.account_id,
+            sa.func.lower(Suppression.email).in_(wanted[start:start + 1000]))
+            .execution_options(synchronize_session=False))
+        removed += result.rowcount
+    db.session.commit()
+    return removed

@@ -35,7 +35,7 @@ def test_housekeeping_removes_what_is_past_retention_and_keeps_the_rest(app, mak
     account, owner = make_account()
     _old_rows(account, owner)
     summary = housekeeping.call_local()
-    assert summary == {"invitations": 1, "email_events": 1}
+    assert summary == {"invitations": 1, "email_events": 1, "contacts": 0}
     assert db.session.query(EmailEvent).count() == 1
     assert db.session.query(Invitation).count() == 0
 
@@ -100,3 +100,25 @@ def test_huey_backend_follows_the_configuration():
     from nudge.tasks import make_huey
     assert type(make_huey({"NUDGE_REDIS_URL": "redis://127.0.0.1:6379/0"})).__name__ == "RedisHuey"
     assert type(make_huey({"NUDGE_INSTANCE_PATH": "/tmp/nudge-huey-test"})).__name__ == "SqliteHuey"
+
+
+def test_housekeeping_purges_contacts_deleted_more_than_30_days_ago(app, make_account):
+    from nudge.models import Contact
+    from nudge.services import contacts
+    account, owner = make_account()
+    old = contacts.create_contact(owner, {"email": "old@example.com"})
+    recent = contacts.create_contact(owner, {"email": "recent@example.com"})
+    kept = contacts.create_contact(owner, {"email": "kept@example.com"})
+    old_id = old.id
+    contacts.delete_contacts(owner, contact_ids=[old.id, recent.id])
+    db.session.expire_all()
+    old.deleted_at = utcnow() - dt.timedelta(days=31)
+    recent.deleted_at = utcnow() - dt.timedelta(days=29)
+    db.session.commit()
+    summary = housekeeping.call_local()
+    assert summary["contacts"] == 1
+    db.session.expire_all()
+    assert sorted(db.session.scalars(db.select(Contact.email)).all()) == ["kept@example.com", "recent@example.com"]
+    assert db.session.query(EmailEvent).filter(EmailEvent.contact_id == old_id).count() == 0
+    assert contacts.restore_contact(owner, recent.id).status == "active"
+    assert kept.status == "active"
