@@ -114,3 +114,48 @@ def housekeeping():
     """Run the retention clean-up now (it also runs every 15 minutes in a worker)."""
     from nudge.services.housekeeping import run_housekeeping
     click.echo(json.dumps(run_housekeeping()))
+
+
+@cli.command("import-contacts")
+@click.option("--email", required=True, help="The account owner's (or an admin's / marketer's) sign-in email.")
+@click.option("--tags", default="", help="Comma-separated tags added to every imported contact.")
+@click.option("--update", is_flag=True, help="Update contacts that already exist (default: skip them).")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True))
+@with_appcontext
+def import_contacts(email, tags, update, file):
+    """Import a CSV file of contacts (any size; columns mapped from the header like the dashboard does)."""
+    from nudge.extensions import db
+    from nudge.models import User
+    from nudge.services import custom_fields, imports
+    from nudge.services.validation import normalize_email
+    try:
+        user = db.session.scalar(sa.select(User).where(User.email == normalize_email(email)))
+        if user is None:
+            click.echo(f"Error: no user with the email {email}.", err=True)
+            sys.exit(1)
+        info = imports.inspect_file(file)
+        mapping = imports.guess_mapping(info["header"], custom_fields.definitions(user.account_id))
+        mapped = ", ".join(f"{column} -> {target}" for column, target in mapping.items() if target)
+        click.echo(f"Columns: {mapped or 'none recognised'}", err=True)
+        with click.progressbar(length=max(info["estimated_rows"], 1), label="Importing", file=sys.stderr,
+                               show_pos=True) as bar:
+            state = {"done": 0}
+
+            def advance(processed):
+                bar.update(min(processed, bar.length) - state["done"])
+                state["done"] = min(processed, bar.length)
+
+            imp = imports.import_file(user, file, mapping=mapping, update_existing=update, tags=tags,
+                                      progress=advance)
+    except DomainError as exc:
+        _fail(exc)
+    seconds = imports.elapsed_seconds(imp) or 0
+    rate = f", {imp.processed_rows / seconds * 60:,.0f} rows/min" if seconds else ""
+    click.echo(f"{imp.status}: {imp.processed_rows:,} rows in {seconds:.1f} s{rate} — created {imp.created_count:,}, "
+               f"updated {imp.updated_count:,}, skipped {imp.skipped_count:,}, errors {imp.error_count:,} "
+               f"(import {imp.id})")
+    if imp.error_count:
+        click.echo(f"Rows not imported: GET /api/v1/imports/{imp.id}/errors or the dashboard's Imports page.", err=True)
+    if imp.status != "completed":
+        click.echo(f"Error: {imp.message}", err=True)
+        sys.exit(1)

@@ -106,3 +106,11 @@ def ping(value):
     """Echo a value back, with the database it was answered from (health checks and the consumer test)."""
     from nudge.extensions import db
     return {"value": value, "database": db.engine.dialect.name, "app": current_app.name}
+
+
+@task(priority=PRIORITY_BULK)
+def run_contact_import(import_id):
+    """Run one configured CSV contact import (services/imports.py); progress is saved per chunk."""
+    from nudge.services import imports
+    imp = imports.run_import(import_id)
+    return {"import_id": str(import_id), "status": imp.status if imp is not None else None}

@@ -33,7 +33,7 @@ class EmailEvent(db.Model):
         sa.Index("idx_email_events_campaign", "campaign_id", "event_type"),
         sa.Index("idx_email_events_contact", "contact_id", "created_at"),
         sa.Index("ix_email_events_account_created", "account_id", "created_at"),
-        # Segment engagement rules (migration 0005): an index-only range scan per event type and window.
+        # Segment engagement rules (migration 0003): an index-only range scan per event type and window.
         sa.Index("ix_email_events_segments", "account_id", "event_type", "created_at", "contact_id"),
     )
     id = id_column()

@@ -18,7 +18,7 @@ class Contact(db.Model):
         sa.Index("idx_contacts_tags", "tags", postgresql_using="gin"),
         sa.Index("ix_contacts_account_created", "account_id", "created_at"),
         sa.Index("ix_contacts_account_status", "account_id", "status"),
-        # Segment rules on email are case-insensitive (migration 0005).
+        # Segment rules on email are case-insensitive (migration 0003).
         sa.Index("ix_contacts_account_lower_email", "account_id", sa.text("lower(email)")),
     )
     id = id_column()

@@ -12,6 +12,7 @@ ACTIONS = (
     "password.changed", "account.created", "account.updated",
     "team.invited", "team.invitation_revoked", "team.joined", "team.role_changed", "team.removed",
     "api_client.created", "api_client.revoked",
+    "contact.exported",
 )
 
 

@@ -1,7 +1,7 @@
 """segments: indexes for segment counts (engagement rules, case-insensitive email)
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-28 03:20:00
 
 docs/performance.md ("Segments") has the figures behind each index.
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
-revision = '0005'
-down_revision = '0004'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
