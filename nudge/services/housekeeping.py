@@ -28,6 +28,12 @@ def purge_deleted_contacts(now):
     return purge(now)
 
 
+def purge_abandoned_uploads(now):
+    """Uploads never mapped and started within a day (imported here: imports imports much)."""
+    from nudge.services.imports import purge_abandoned_uploads as purge
+    return purge(now)
+
+
 def run_housekeeping(now=None):
     """Run every retention step; returns how many rows each removed."""
     now = now or utcnow()
@@ -35,6 +41,7 @@ def run_housekeeping(now=None):
         "invitations": purge_expired_invitations(now),
         "email_events": purge_old_email_events(now),
         "contacts": purge_deleted_contacts(now),
+        "uploads": purge_abandoned_uploads(now),
     }
     db.session.commit()
     return summary

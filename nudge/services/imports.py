@@ -956,6 +956,19 @@ def discard(actor, import_id):
     db.session.commit()
 
 
+ABANDONED_UPLOAD_AGE = dt.timedelta(days=1)
+
+
+def purge_abandoned_uploads(now):
+    """Delete uploads that were never mapped and started within a day, with their files."""
+    stale = db.session.scalars(sa.select(Import).where(
+        Import.status == "pending", Import.created_at < now - ABANDONED_UPLOAD_AGE)).all()
+    for imp in stale:
+        _remove_file(imp)
+        db.session.delete(imp)
+    return len(stale)
+
+
 def _remove_file(imp):
     if imp.file_path and not imp.options.get("keep_file"):
         try:

@@ -35,7 +35,7 @@ def test_housekeeping_removes_what_is_past_retention_and_keeps_the_rest(app, mak
     account, owner = make_account()
     _old_rows(account, owner)
     summary = housekeeping.call_local()
-    assert summary == {"invitations": 1, "email_events": 1, "contacts": 0}
+    assert summary == {"invitations": 1, "email_events": 1, "contacts": 0, "uploads": 0}
     assert db.session.query(EmailEvent).count() == 1
     assert db.session.query(Invitation).count() == 0
 
@@ -122,3 +122,20 @@ def test_housekeeping_purges_contacts_deleted_more_than_30_days_ago(app, make_ac
     assert db.session.query(EmailEvent).filter(EmailEvent.contact_id == old_id).count() == 0
     assert contacts.restore_contact(owner, recent.id).status == "active"
     assert kept.status == "active"
+
+
+def test_housekeeping_removes_uploads_abandoned_before_mapping(app, make_account, tmp_path):
+    from nudge.models import Import
+    account, owner = make_account()
+    old_file, new_file = tmp_path / "old.csv", tmp_path / "new.csv"
+    for path in (old_file, new_file):
+        path.write_text("email\na@x.example\n")
+    db.session.add_all([
+        Import(account_id=account.id, status="pending", file_path=str(old_file), created_at=utcnow() - dt.timedelta(days=2)),
+        Import(account_id=account.id, status="pending", file_path=str(new_file)),
+        Import(account_id=account.id, status="completed", created_at=utcnow() - dt.timedelta(days=9)),
+    ])
+    db.session.commit()
+    assert housekeeping.call_local()["uploads"] == 1
+    assert not old_file.exists() and new_file.exists()
+    assert sorted(i.status for i in db.session.query(Import)) == ["completed", "pending"]

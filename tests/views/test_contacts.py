@@ -256,3 +256,17 @@ def test_deleted_view_restores_one_row(client, login, shop):
     assert "1 contact restored" in response.headers["HX-Trigger"]
     assert contact("ann@example.com").status == "active"
     assert "No deleted contacts" in response.get_data(as_text=True)
+
+
+def test_the_list_offers_an_export_of_the_current_filter(client, make_account, login):
+    account, owner = make_account()
+    for n, tags in enumerate((["vip"], ["vip"], [])):
+        contacts.create_contact(owner, {"email": f"p{n}@x.example", "tags": tags}, source="dashboard")
+    login(client, owner)
+    page = client.get("/contacts/?tag=vip").get_data(as_text=True)
+    assert "Export these 2 contacts" in page
+    link = re.search(r'href="(/imports/export\?[^"]*format=csv[^"]*)"', page).group(1).replace("&amp;", "&")
+    exported = client.get(link)
+    assert exported.status_code == 200
+    lines = exported.get_data(as_text=True).strip().splitlines()
+    assert len(lines) == 3 and "p2@x.example" not in exported.get_data(as_text=True)
