@@ -22,9 +22,15 @@ def upgrade():
     with op.batch_alter_table('email_events', schema=None) as batch_op:
         batch_op.create_index('ix_email_events_segments', ['account_id', 'event_type', 'created_at', 'contact_id'],
                               unique=False)
-    # email eq / in compare lower(email): an expression index (SQLite supports them too).
-    with op.batch_alter_table('contacts', schema=None) as batch_op:
-        batch_op.create_index('ix_contacts_account_lower_email', ['account_id', sa.text('lower(email)')], unique=False)
+    # email eq / in / starts_with compare lower(email): an expression index (SQLite supports them too).
+    # On PostgreSQL text_pattern_ops also serves prefix LIKE whatever the database's collation.
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("CREATE INDEX ix_contacts_account_lower_email ON contacts "
+                   "(account_id, lower(email) text_pattern_ops)")
+    else:
+        with op.batch_alter_table('contacts', schema=None) as batch_op:
+            batch_op.create_index('ix_contacts_account_lower_email', ['account_id', sa.text('lower(email)')],
+                                  unique=False)
 
 
 def downgrade():
