@@ -182,7 +182,8 @@ def progress(import_id):
     """The progress fragment htmx polls every second; 286 (stop polling) once the import is done."""
     imp = imports.get_import(current_user.account_id, import_id)
     context = _report_context(imp)
-    return render("imports/_progress.html", status=200 if context["progress"]["polling"] else 286, **context)
+    return render("imports/_progress.html", status=200 if context["progress"]["polling"] else 286, oob=True,
+                  **context)
 
 
 @bp.get("/<uuid:import_id>/errors.csv")

@@ -2,6 +2,7 @@
 import csv
 import io
 import json
+import re
 import os
 
 import sqlalchemy as sa
@@ -65,6 +66,9 @@ def test_full_wizard(client, make_account, login, app):
     progress = client.get(f"/imports/{imp.id}/progress", headers=HTMX)
     assert progress.status_code == 286  # htmx stops polling
     assert "<html" not in progress.get_data(as_text=True)
+    # the header's badge and the stepper outside the fragment follow along (out-of-band swaps)
+    assert re.search(r'id="import-status" hx-swap-oob="true"[^>]*>completed<', progress.get_data(as_text=True))
+    assert 'id="import-stepper" hx-swap-oob="true"' in progress.get_data(as_text=True)
 
     errors = client.get(f"/imports/{imp.id}/errors.csv")
     assert errors.headers["Content-Disposition"].startswith("attachment")
