@@ -21,6 +21,17 @@ def utcnow():
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def iso(value):
+    """A naive-UTC timestamp (or a date) as ISO 8601, with a Z for timestamps; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="seconds") + "Z"
+    return value.isoformat()
+
+
 def id_column():
     return sa.Column(UUID, primary_key=True, default=new_id)
 

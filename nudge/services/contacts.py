@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from nudge.errors import Conflict, NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Contact, EmailEvent, SegmentMember
-from nudge.models.types import utcnow
+from nudge.models.types import iso, utcnow
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import events, permissions, suppressions
 from nudge.services.dialect import is_postgres, tags_contain_all, tags_contain_any, tags_with, tags_without
@@ -37,16 +37,6 @@ MAX_BULK_IDS = 10000
 
 # --- Reading -------------------------------------------------------------------------------------
 
-def _iso(value):
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return value.isoformat(timespec="seconds") + "Z"
-    return value.isoformat()
-
-
 def serialize_contact(contact):
     """The API (and export) representation, with the spec's column names."""
     return {
@@ -57,12 +47,12 @@ def serialize_contact(contact):
         "status": contact.status,
         "tags": list(contact.tags or []),
         "custom_fields": dict(contact.custom_fields or {}),
-        "subscription_date": _iso(contact.subscription_date),
-        "created_at": _iso(contact.created_at),
-        "updated_at": _iso(contact.updated_at),
+        "subscription_date": iso(contact.subscription_date),
+        "created_at": iso(contact.created_at),
+        "updated_at": iso(contact.updated_at),
         "source": contact.source,
-        "unsubscribed_at": _iso(contact.unsubscribed_at),
-        "deleted_at": _iso(contact.deleted_at),
+        "unsubscribed_at": iso(contact.unsubscribed_at),
+        "deleted_at": iso(contact.deleted_at),
     }
 
 

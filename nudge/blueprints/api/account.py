@@ -4,7 +4,8 @@ from flask import g
 from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import api_route, current_account
 from nudge.blueprints.api.openapi import schema
-from nudge.blueprints.api.responses import envelope, iso, json_body
+from nudge.blueprints.api.responses import envelope, json_body
+from nudge.models.types import iso
 from nudge.blueprints.common import client_ip
 from nudge.errors import ValidationError
 from nudge.services import accounts

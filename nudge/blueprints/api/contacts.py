@@ -8,7 +8,8 @@ from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import api_route
 from nudge.blueprints.api.openapi import schema
 from nudge.blueprints.api.pagination import paginated_response
-from nudge.blueprints.api.responses import envelope, iso, json_body
+from nudge.blueprints.api.responses import envelope, json_body
+from nudge.models.types import iso
 from nudge.errors import ValidationError
 from nudge.services import contacts
 from nudge.services.contacts import WRITABLE_FIELDS

@@ -5,7 +5,8 @@ from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import api_route
 from nudge.blueprints.api.openapi import schema
 from nudge.blueprints.api.pagination import paginate_list
-from nudge.blueprints.api.responses import envelope, iso, json_body
+from nudge.blueprints.api.responses import envelope, json_body
+from nudge.models.types import iso
 from nudge.errors import ValidationError
 from nudge.models import CUSTOM_FIELD_TYPES
 from nudge.services import custom_fields

@@ -7,7 +7,8 @@ from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import api_route
 from nudge.blueprints.api.openapi import schema
 from nudge.blueprints.api.pagination import paginated_response
-from nudge.blueprints.api.responses import envelope, iso, json_body
+from nudge.blueprints.api.responses import envelope, json_body
+from nudge.models.types import iso
 from nudge.blueprints.common import client_ip
 from nudge.errors import ValidationError, field_error
 from nudge.extensions import db

@@ -1,5 +1,4 @@
 """The API's success envelope {"data", "meta", "links"} (spec section 1) and JSON request bodies."""
-import datetime as dt
 import json
 
 from flask import jsonify, request
@@ -24,17 +23,6 @@ def envelope(data, *, status=200, meta=None, links=None, headers=None):
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
-
-
-def iso(value):
-    """A naive-UTC timestamp as ISO 8601 with a Z, or None."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return value.isoformat(timespec="seconds") + "Z"
-    return value.isoformat()
 
 
 def is_json_mimetype(mimetype):

@@ -5,7 +5,8 @@ from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import api_route
 from nudge.blueprints.api.openapi import ref, schema
 from nudge.blueprints.api.pagination import paginated_response
-from nudge.blueprints.api.responses import envelope, iso, json_body
+from nudge.blueprints.api.responses import envelope, json_body
+from nudge.models.types import iso
 from nudge.errors import ValidationError
 from nudge.services import segments
 
