@@ -9,11 +9,12 @@ from werkzeug.datastructures import MultiDict
 from nudge.blueprints.common import field_errors, paginate, render, require_permission, with_toast
 from nudge.blueprints.settings import local_time
 from nudge.errors import Conflict, NotFound, ValidationError
-from nudge.extensions import htmx
+from nudge.extensions import db, htmx
 from nudge.models import CUSTOM_FIELD_TYPES, SUPPRESSION_REASONS, Contact
 from nudge.services import contacts as service
 from nudge.services import custom_fields as fields_service
 from nudge.services import suppressions as suppressions_service
+from nudge.services import segments
 
 bp = Blueprint("contacts", __name__)
 
@@ -48,21 +49,8 @@ def _helpers():
 # --- The list ------------------------------------------------------------------------------------
 
 def _segments(account_id):
-    """The account's segments for the filter, when the segments area exists."""
-    try:
-        from nudge.services import segments
-    except ImportError:
-        return []
-    if not hasattr(segments, "list_segments"):
-        return []
-    try:
-        result = segments.list_segments(account_id)
-    except TypeError:
-        return []
-    if hasattr(result, "whereclause") or hasattr(result, "subquery"):  # a select
-        from nudge.extensions import db
-        result = db.session.scalars(result).all()
-    return list(result or [])
+    """The account's segments, for the list's segment filter."""
+    return segments.list_segments(account_id)
 
 
 def _list_args(source):
@@ -291,7 +279,6 @@ def edit(contact_id):
     try:
         contact = service.update_contact(current_user, contact.id, data)
     except (ValidationError, Conflict) as exc:
-        from nudge.extensions import db
         db.session.rollback()
         contact = _get(contact_id)
         return render("contacts/show.html", "contacts/_edit.html", status=422, tab="overview",
@@ -318,9 +305,8 @@ def tags(contact_id):
                 raise ValidationError("Type a tag to add.")
             service.add_tags(current_user, new_tags, contact_ids=[contact.id])
     except ValidationError as exc:
+        db.session.rollback()
         error = exc.message
-    from nudge.extensions import db
-    db.session.refresh(contact)
     if htmx:
         return render("contacts/show.html", "contacts/_tags.html", status=422 if error else 200, tag_error=error,
                       **_contact_context(contact))
@@ -414,7 +400,6 @@ def custom_field_edit(name):
         field = fields_service.update_field(current_user, name, label=values["label"],
                                             options=_options(values["options"]) if field.type == "choice" else None)
     except ValidationError as exc:
-        from nudge.extensions import db
         db.session.rollback()
         field = fields_service.get_field(current_user.account_id, name)
         return render("contacts/custom_fields.html", "contacts/_field_edit.html", status=422, field=field,
