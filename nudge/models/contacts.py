@@ -87,6 +87,7 @@ class Import(db.Model):
     message = sa.Column(sa.Text)  # why a failed import failed
     created_at = created_column()
     started_at = sa.Column(sa.DateTime)
+    updated_at = sa.Column(sa.DateTime)  # a running import's heartbeat: stamped with every chunk
     finished_at = sa.Column(sa.DateTime)
 
 

@@ -34,6 +34,11 @@ def purge_abandoned_uploads(now):
     return purge(now)
 
 
+def fail_stalled_imports(now):
+    from nudge.services.imports import fail_stalled_imports as fail
+    return fail(now)
+
+
 def run_housekeeping(now=None):
     """Run every retention step; returns how many rows each removed."""
     now = now or utcnow()
@@ -42,6 +47,7 @@ def run_housekeeping(now=None):
         "email_events": purge_old_email_events(now),
         "contacts": purge_deleted_contacts(now),
         "uploads": purge_abandoned_uploads(now),
+        "stalled_imports": fail_stalled_imports(now),
     }
     db.session.commit()
     return summary

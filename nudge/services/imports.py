@@ -797,7 +797,7 @@ class ChunkWriter:
         c["errors"] += rows_seen - written  # rejected rows (one row may have several error entries)
         db.session.execute(sa.update(Import).where(Import.id == self.imp_id).values(
             processed_rows=c["processed"], created_count=c["created"], updated_count=c["updated"],
-            skipped_count=c["skipped"], error_count=c["errors"]))
+            skipped_count=c["skipped"], error_count=c["errors"], updated_at=utcnow()))
         db.session.commit()
 
 
@@ -960,6 +960,22 @@ def discard(actor, import_id):
 
 
 ABANDONED_UPLOAD_AGE = dt.timedelta(days=1)
+# A running import stamps updated_at with every chunk (seconds apart); this long without one, its worker died.
+STALLED_AFTER = dt.timedelta(minutes=10)
+STALLED_MESSAGE = ("The import stopped when its worker did. Every row written before that is kept: upload the "
+                   "file again and those rows will be reported as skipped.")
+
+
+def fail_stalled_imports(now):
+    """Mark running imports whose worker died as failed, with a message that says what to do."""
+    stalled = db.session.scalars(sa.select(Import).where(
+        Import.status == "running",
+        sa.func.coalesce(Import.updated_at, Import.started_at, Import.created_at) < now - STALLED_AFTER)).all()
+    for imp in stalled:
+        imp.status, imp.finished_at, imp.message = "failed", now, STALLED_MESSAGE
+        _remove_file(imp)
+        imp.file_path = None
+    return len(stalled)
 
 
 def purge_abandoned_uploads(now):
@@ -1052,6 +1068,7 @@ def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
     if imp is None or imp.status != "pending":
         return imp
     imp.status, imp.started_at = "running", utcnow()
+    imp.updated_at = imp.started_at
     db.session.commit()
     options = dict(imp.options)
     writer = ChunkWriter(imp, options.get("update_existing", False))

@@ -35,7 +35,7 @@ def test_housekeeping_removes_what_is_past_retention_and_keeps_the_rest(app, mak
     account, owner = make_account()
     _old_rows(account, owner)
     summary = housekeeping.call_local()
-    assert summary == {"invitations": 1, "email_events": 1, "contacts": 0, "uploads": 0}
+    assert summary == {"invitations": 1, "email_events": 1, "contacts": 0, "uploads": 0, "stalled_imports": 0}
     assert db.session.query(EmailEvent).count() == 1
     assert db.session.query(Invitation).count() == 0
 
@@ -139,3 +139,19 @@ def test_housekeeping_removes_uploads_abandoned_before_mapping(app, make_account
     assert housekeeping.call_local()["uploads"] == 1
     assert not old_file.exists() and new_file.exists()
     assert sorted(i.status for i in db.session.query(Import)) == ["completed", "pending"]
+
+
+def test_housekeeping_fails_imports_whose_worker_died(app, make_account):
+    from nudge.models import Import
+    account, owner = make_account()
+    long_ago = utcnow() - dt.timedelta(minutes=30)
+    db.session.add_all([
+        Import(account_id=account.id, status="running", started_at=long_ago, updated_at=long_ago, processed_rows=20000),
+        Import(account_id=account.id, status="running", started_at=long_ago, updated_at=utcnow()),
+    ])
+    db.session.commit()
+    assert housekeeping.call_local()["stalled_imports"] == 1
+    stalled, alive = sorted(db.session.query(Import), key=lambda i: i.processed_rows, reverse=True)
+    assert stalled.status == "failed" and "upload the file again" in stalled.message
+    assert stalled.processed_rows == 20000  # what it had written is still reported
+    assert alive.status == "running"
