@@ -745,6 +745,8 @@ class ChunkWriter:
         self.last_now = None
         self.counts = {"processed": 0, "created": 0, "updated": 0, "skipped": 0, "errors": 0}
         self.stored_errors = 0
+        self.lock = threading.Lock()  # counts, error quota and chunk timestamps are shared by writers
+        self.on_progress = None  # called with the rows processed so far after each chunk is counted
 
     def close(self):
         """Give the connection its default page cache back (SQLite; the import raised it)."""
@@ -757,17 +759,23 @@ class ChunkWriter:
                 log.warning("could not reset the SQLite page cache size", exc_info=True)
 
     def _now(self):
-        now = utcnow()
-        if self.last_now is not None and now <= self.last_now:
-            now = self.last_now + dt.timedelta(microseconds=1)
-        self.last_now = now
-        return now
+        """A timestamp no other chunk of this import has: it identifies the chunk's new contacts."""
+        with self.lock:
+            now = utcnow()
+            if self.last_now is not None and now <= self.last_now:
+                now = self.last_now + dt.timedelta(microseconds=1)
+            self.last_now = now
+            return now
 
     def write_records(self, records, errors, rows_seen):
         self.write(self.encode(records), len(records), errors, rows_seen)
 
     def write(self, encoded, valid_rows, errors, rows_seen):
-        """Write one chunk: valid_rows encoded records and the (row, column, reason) errors of rows_seen input rows."""
+        """Write one chunk (its own transaction), then count it on the Import row (a short second one)."""
+        self._record(*self._write_chunk(encoded, valid_rows, errors, rows_seen))
+
+    def _write_chunk(self, encoded, valid_rows, errors, rows_seen):
+        """The chunk's contacts, events and error rows, committed together; returns what to count."""
         now = self._now()
         created = updated = 0
         suppressed = []
@@ -781,24 +789,74 @@ class ChunkWriter:
                                               Contact.source == "import")
             events.emit_for_contacts(self.account_id, "contact.subscribed", ids,
                                      {"source": "import", "import_id": str(self.imp_id)})
-        room = MAX_STORED_ERRORS - self.stored_errors
-        if errors and room > 0:
-            errors = sorted(errors, key=lambda e: e[0])[:room]
+        with self.lock:
+            room = MAX_STORED_ERRORS - self.stored_errors
+            kept = sorted(errors, key=lambda e: e[0])[:max(room, 0)] if errors else []
+            self.stored_errors += len(kept)
+        if kept:
             db.session.execute(sa.insert(ImportError_), [
                 {"import_id": self.imp_id, "row_number": row, "field": (field or None) and str(field)[:100],
-                 "message": message} for row, field, message in errors])
-            self.stored_errors += len(errors)
-        c = self.counts
-        written = valid_rows - len(suppressed)
-        c["processed"] += rows_seen
-        c["created"] += created
-        c["updated"] += updated
-        c["skipped"] += written - created - updated
-        c["errors"] += rows_seen - written  # rejected rows (one row may have several error entries)
-        db.session.execute(sa.update(Import).where(Import.id == self.imp_id).values(
-            processed_rows=c["processed"], created_count=c["created"], updated_count=c["updated"],
-            skipped_count=c["skipped"], error_count=c["errors"], updated_at=utcnow()))
+                 "message": message} for row, field, message in kept])
         db.session.commit()
+        return rows_seen, created, updated, valid_rows - len(suppressed)
+
+    def _record(self, rows_seen, created, updated, written):
+        with self.lock:
+            c = self.counts
+            c["processed"] += rows_seen
+            c["created"] += created
+            c["updated"] += updated
+            c["skipped"] += written - created - updated
+            c["errors"] += rows_seen - written  # rejected rows (one row may have several error entries)
+            values = dict(processed_rows=c["processed"], created_count=c["created"], updated_count=c["updated"],
+                          skipped_count=c["skipped"], error_count=c["errors"], updated_at=utcnow())
+            # Under the lock: two writers' progress updates reach the row in the order of their counts.
+            db.session.execute(sa.update(Import).where(Import.id == self.imp_id).values(**values))
+            db.session.commit()
+            if self.on_progress:
+                self.on_progress(c["processed"])
+
+
+def write_chunks(writer, chunks, progress=None, writers=1):
+    """Write encoded chunks in order, or with writers > 1 on that many connections at once.
+
+    Parallel chunks never touch the same contact (the file is de-duplicated before writing) nor a shared
+    row inside their transactions (progress is counted afterwards), so they cannot deadlock."""
+    writer.on_progress = progress
+    if writers <= 1:
+        for chunk in chunks:
+            writer.write(*chunk)
+        return
+    app = current_app._get_current_object()
+    work = queue.Queue(maxsize=writers)
+    failures = []
+
+    def drain():
+        with app.app_context():
+            while (chunk := work.get()) is not _DONE:
+                if failures:
+                    continue  # a chunk failed: stop writing, keep draining so the producer never blocks
+                try:
+                    writer.write(*chunk)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                    db.session.rollback()
+                    failures.append(exc)
+
+    threads = [threading.Thread(target=drain, name=f"import-writer-{n}", daemon=True) for n in range(writers)]
+    for thread in threads:
+        thread.start()
+    try:
+        for chunk in chunks:
+            if failures:
+                break
+            work.put(chunk)
+    finally:
+        for _ in threads:
+            work.put(_DONE)
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
 
 
 # --- Running imports -------------------------------------------------------------------------------
@@ -1062,6 +1120,11 @@ def prefetch(chunks, depth=1):
         thread.join(timeout=5)
 
 
+def import_writers():
+    """Parallel writer connections for a CSV import: PostgreSQL takes IMPORT_WRITERS (default 2); SQLite has one writer."""
+    return int(current_app.config.get("IMPORT_WRITERS", 2)) if is_postgres() else 1
+
+
 def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
     """Run a configured CSV import (the Huey job, or the CLI in process). progress(processed) per chunk."""
     imp = db.session.get(Import, uuid.UUID(str(import_id)))
@@ -1080,10 +1143,7 @@ def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
         validator = RowValidator(fields, options.get("tags") or [], header, imp.mapping)
         chunks = parse_chunks(imp.file_path, encoding, delimiter, validator, chunk_rows)
         encoded = ((writer.encode(records), len(records), errors, seen) for records, errors, seen in chunks)
-        for chunk in prefetch(encoded):
-            writer.write(*chunk)
-            if progress:
-                progress(writer.counts["processed"])
+        write_chunks(writer, prefetch(encoded), progress, writers=import_writers())
         imp = db.session.get(Import, imp.id)
         imp.status, imp.finished_at, imp.total_rows = "completed", utcnow(), writer.counts["processed"]
     except Exception as exc:  # noqa: BLE001 - the import is marked failed; the chunks written so far stay

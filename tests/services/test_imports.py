@@ -303,7 +303,8 @@ def test_small_chunks(owner, tmp_path):
     db.session.commit()
     seen = []
     done = imports.run_import(imp.id, progress=seen.append, chunk_rows=10)
-    assert seen == [10, 20, 26]
+    # One report per chunk as it is counted (on PostgreSQL two writers may finish chunks out of order).
+    assert len(seen) == 3 and seen == sorted(seen) and seen[-1] == 26
     assert counts(done) == (25, 0, 0, 1)
 
 
