@@ -119,6 +119,8 @@ def load_config(environ=None):
         "PLAN_RATE_LIMITS": dict(PLAN_RATE_LIMITS),
         # RFC 6238 5.2: an accepted TOTP code cannot be used again (remembered in the rate-limit store).
         "MFA_REJECT_REUSED_CODES": True,
+        # Parallel writer connections of a CSV import on PostgreSQL (docs/performance.md, Import).
+        "IMPORT_WRITERS": 2,
         "LOCKOUT_THRESHOLD": 5,
         "LOCKOUT_MINUTES": 15,
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

@@ -1122,7 +1122,7 @@ def prefetch(chunks, depth=1):
 
 def import_writers():
     """Parallel writer connections for a CSV import: PostgreSQL takes IMPORT_WRITERS (default 2); SQLite has one writer."""
-    return int(current_app.config.get("IMPORT_WRITERS", 2)) if is_postgres() else 1
+    return max(1, int(current_app.config["IMPORT_WRITERS"])) if is_postgres() else 1
 
 
 def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
