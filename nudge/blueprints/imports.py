@@ -10,8 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from nudge.blueprints.common import client_ip, field_errors, paginate, render, require_permission
 from nudge.errors import ValidationError
 from nudge.extensions import db
-from nudge.models import User
-from nudge.services import contacts, custom_fields, exports, imports
+from nudge.services import contacts, custom_fields, exports, imports, team
 
 bp = Blueprint("imports", __name__)
 
@@ -51,10 +50,7 @@ def _timezone():
 
 
 def _creators(items):
-    ids = {imp.created_by for imp in items if imp.created_by}
-    if not ids:
-        return {}
-    return {user.id: user.label for user in db.session.scalars(db.select(User).where(User.id.in_(ids)))}
+    return team.member_labels(current_user.account_id, (imp.created_by for imp in items))
 
 
 @bp.get("/")
@@ -156,7 +152,7 @@ def discard(import_id):
 
 
 def _report_context(imp):
-    errors = db.session.scalars(imports.errors_query(imp.account_id, imp.id).limit(100)).all()
+    errors = imports.first_errors(imp.account_id, imp.id, 100)
     progress = imports.progress_info(imp)
     # Poll while a job will move it: running, or queued for a worker (not an upload still waiting for its mapping).
     progress["polling"] = not progress["done"] and (imp.status == "running" or bool(imp.options.get("queued")))

@@ -8,7 +8,6 @@ JSON document; add/remove buttons post an `action` ("add-rule:r-2", "remove:r-2-
 endpoint, which answers with the re-rendered builder. No JavaScript of our own."""
 import re
 
-import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user, login_required
 
@@ -16,7 +15,6 @@ from nudge.blueprints.common import field_errors, paginate, render, require_perm
 from nudge.blueprints.settings import local_time
 from nudge.errors import DomainError, ValidationError
 from nudge.extensions import db
-from nudge.models import Campaign
 from nudge.services import segments
 
 bp = Blueprint("segments", __name__)
@@ -153,8 +151,7 @@ def apply_action(conditions, action):
 # Rendering helpers
 
 def _campaigns(account_id):
-    return db.session.execute(sa.select(Campaign.id, Campaign.name).where(Campaign.account_id == account_id)
-                              .order_by(Campaign.created_at.desc()).limit(200)).all()
+    return segments.recent_campaigns(account_id)
 
 
 def builder_context(account_id, conditions, errors=None):

@@ -893,6 +893,11 @@ def errors_query(account_id, import_id):
                                                                                       ImportError_.id)
 
 
+def first_errors(account_id, import_id, limit):
+    """The first stored errors of an import, by row."""
+    return db.session.scalars(errors_query(account_id, import_id).limit(limit)).all()
+
+
 def errors_csv(account_id, import_id):
     """The import's stored errors as CSV text chunks (row, column, reason), streamed from the database."""
     query = errors_query(account_id, import_id)

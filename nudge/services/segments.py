@@ -631,6 +631,12 @@ def _uuid(value):
         return None
 
 
+def recent_campaigns(account_id, limit=200):
+    """(id, name) of the account's newest campaigns, for engagement rules about one campaign."""
+    return db.session.execute(sa.select(Campaign.id, Campaign.name).where(Campaign.account_id == _uuid(account_id))
+                              .order_by(Campaign.created_at.desc()).limit(limit)).all()
+
+
 def list_segments(account_id):
     return db.session.scalars(sa.select(Segment).where(Segment.account_id == _uuid(account_id))
                               .order_by(sa.func.lower(Segment.name), Segment.id)).all()

@@ -36,6 +36,15 @@ def list_invitations(account_id):
         .order_by(Invitation.created_at.desc(), Invitation.id)).all()
 
 
+def member_labels(account_id, user_ids):
+    """{user id: email} for some of the account's members (who created what)."""
+    ids = {i for i in user_ids if i}
+    if not ids:
+        return {}
+    return {user.id: user.label for user in db.session.scalars(
+        sa.select(User).where(User.account_id == account_id, User.id.in_(ids)))}
+
+
 def member_count(account_id):
     return db.session.scalar(sa.select(sa.func.count()).select_from(User).where(User.account_id == account_id))
 

@@ -11,7 +11,6 @@ from nudge.blueprints.api.responses import envelope, json_body
 from nudge.models.types import iso
 from nudge.blueprints.common import client_ip
 from nudge.errors import ValidationError, field_error
-from nudge.extensions import db
 from nudge.services import contacts, exports, imports
 
 ERRORS_PREVIEW = 50
@@ -121,8 +120,7 @@ def import_json(imp, with_errors=True):
         "created_at": iso(imp.created_at), "started_at": iso(imp.started_at), "finished_at": iso(imp.finished_at),
     }
     if with_errors:
-        query = imports.errors_query(imp.account_id, imp.id).limit(ERRORS_PREVIEW)
-        data["errors"] = [error_json(e) for e in db.session.scalars(query)]
+        data["errors"] = [error_json(e) for e in imports.first_errors(imp.account_id, imp.id, ERRORS_PREVIEW)]
     return data
 
 
