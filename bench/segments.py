@@ -162,6 +162,7 @@ QUERIES = [
     ("field", "email starts_with", {"field": "email", "op": "starts_with", "value": "user12345"}),
     ("field", "email ends_with @acme.io (domain, 20%)", {"field": "email", "op": "ends_with", "value": "@acme.io"}),
     ("field", "first_name eq", {"field": "first_name", "op": "eq", "value": "ann"}),
+    ("field", "last_name eq", {"field": "last_name", "op": "eq", "value": "LAST42"}),
     ("tag", "tags contains_any [2]", {"field": "tags", "op": "contains_any", "value": ["tag03", "tag07"]}),
     ("tag", "tags contains_all [2]", {"field": "tags", "op": "contains_all", "value": ["tag00", "tag01"]}),
     ("tag", "tags contains_none [1]", {"field": "tags", "op": "contains_none", "value": ["tag00"]}),
@@ -169,6 +170,10 @@ QUERIES = [
     ("custom", "custom choice eq", {"field": "custom.plan", "op": "eq", "value": "Pro"}),
     ("custom", "custom date before", {"field": "custom.renewal", "op": "before", "value": "2024-03-01"}),
     ("field", "created_at within_days 30", {"field": "created_at", "op": "within_days", "value": 30}),
+    ("field", "created_at within_days 365", {"field": "created_at", "op": "within_days", "value": 365}),
+    ("field", "subscription_date within_days 30", {"field": "subscription_date", "op": "within_days", "value": 30}),
+    ("field", "first_name eq and custom choice eq", {"match": "all", "conditions": [
+        {"field": "first_name", "op": "eq", "value": "ann"}, {"field": "custom.plan", "op": "eq", "value": "Pro"}]}),
     ("field", "nested any/all", {"match": "any", "conditions": [
         {"match": "all", "conditions": [{"field": "tags", "op": "contains_any", "value": ["tag05"]},
                                         {"field": "custom.plan", "op": "eq", "value": "Team"}]},

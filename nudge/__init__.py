@@ -25,7 +25,9 @@ def create_app(config=None):
 
     @app.context_processor
     def navigation_helpers():
-        return {"has_endpoint": lambda name: name in app.view_functions}
+        from nudge.blueprints.outbox import outbox_enabled
+        return {"has_endpoint": lambda name: name in app.view_functions,
+                "outbox_enabled": lambda: outbox_enabled(app.config)}
 
     from nudge import errorhandlers, tasks
     errorhandlers.init_app(app)
@@ -60,7 +62,8 @@ def _migrations_dir():
 
 
 def _register_blueprints(app):
-    from nudge.blueprints import auth, contacts, dashboard, imports, segments, settings
+    from nudge.blueprints import (auth, campaigns, contacts, dashboard, editor, imports, media, outbox, segments,
+                                  settings, templates, tracking)
     from nudge.blueprints.api import bp as api_bp
     from nudge.extensions import csrf
 
@@ -70,6 +73,13 @@ def _register_blueprints(app):
     app.register_blueprint(contacts.bp, url_prefix="/contacts")
     app.register_blueprint(imports.bp, url_prefix="/imports")
     app.register_blueprint(segments.bp, url_prefix="/segments")
+    app.register_blueprint(templates.bp, url_prefix="/templates")
+    app.register_blueprint(campaigns.bp, url_prefix="/campaigns")
+    app.register_blueprint(editor.bp, url_prefix="/templates")
+    app.register_blueprint(media.bp)
+    app.register_blueprint(outbox.bp, url_prefix="/outbox")
+    csrf.exempt(tracking.bp)  # one-click unsubscribes come from mailbox providers, without a session
+    app.register_blueprint(tracking.bp)
     csrf.exempt(api_bp)  # bearer tokens, no cookies: CSRF does not apply
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     from nudge.blueprints.api.docs import bp as docs_bp

@@ -63,11 +63,14 @@ def worker(workers, worker_type, no_periodic):
     """Run a Huey consumer for the background jobs."""
     from huey.consumer import Consumer
 
-    from nudge.tasks import huey, use_app
+    from nudge.tasks import CONSUMER_OPTIONS, huey, resume_stalled_campaigns, use_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     use_app(current_app._get_current_object())
-    Consumer(huey, workers=workers, worker_type=worker_type, periodic=not no_periodic).run()
+    # A worker that died left claims behind: look once they are stale, not only at the next minute.
+    resume_stalled_campaigns()
+    resume_stalled_campaigns.schedule(delay=current_app.config["SEND_CLAIM_TIMEOUT"] + 1)
+    Consumer(huey, workers=workers, worker_type=worker_type, periodic=not no_periodic, **CONSUMER_OPTIONS).run()
 
 
 @cli.command("create-account")

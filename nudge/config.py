@@ -5,6 +5,9 @@ import secrets
 
 from flask.sansio.scaffold import find_package
 
+from nudge.delivery.ratelimit import parse_rate_limits
+from nudge.delivery.selection import DEFAULT_BULK, DEFAULT_BULK_THRESHOLD, DEFAULT_SMALL, parse_provider_list
+
 PLANS = ("starter", "professional", "enterprise")
 # Requests per minute per account; the burst allowance is twice this for 10 seconds (spec section 6).
 PLAN_RATE_LIMITS = {"starter": 100, "professional": 500, "enterprise": 2000}
@@ -127,4 +130,22 @@ def load_config(environ=None):
         # How many reverse proxies (nginx, a load balancer) sit in front and set X-Forwarded-*.
         "TRUSTED_PROXIES": int(environ.get("NUDGE_TRUSTED_PROXIES") or 0),
         "LOG_LEVEL": environ.get("NUDGE_LOG_LEVEL") or "INFO",
+        # Sending: delivery tasks per campaign, and how old a claim must be before a worker is presumed dead.
+        "SEND_WORKERS": int(environ.get("NUDGE_SEND_WORKERS") or 4),
+        "SEND_CLAIM_TIMEOUT": float(environ.get("NUDGE_SEND_CLAIM_TIMEOUT") or 20),
+        # Images uploaded for emails: stored on disk, served publicly (recipients' mail clients load them).
+        "UPLOAD_DIR": os.path.abspath(environ.get("NUDGE_UPLOAD_DIR") or os.path.join(path, "uploads")),
+        "UPLOAD_URL": (environ.get("NUDGE_UPLOAD_URL") or "").rstrip("/") or None,
+        "UPLOAD_MAX_BYTES": int(float(environ.get("NUDGE_UPLOAD_MAX_MB") or 5) * 1024 * 1024),
+        # Email delivery (docs/delivery.md): providers configured globally; per-account ones come from settings.
+        "SMTP_URL": environ.get("NUDGE_SMTP_URL") or None,
+        "SES_REGION": environ.get("NUDGE_SES_REGION") or None,
+        "SES_ENDPOINT_URL": environ.get("NUDGE_SES_ENDPOINT_URL") or None,
+        "SENDGRID_API_KEY": environ.get("NUDGE_SENDGRID_API_KEY") or None,
+        "SENDGRID_API_URL": (environ.get("NUDGE_SENDGRID_API_URL") or "https://api.sendgrid.com").rstrip("/"),
+        "OUTBOX_DIR": os.path.abspath(environ["NUDGE_OUTBOX_DIR"]) if environ.get("NUDGE_OUTBOX_DIR") else None,
+        "BULK_THRESHOLD": int(environ.get("NUDGE_BULK_THRESHOLD") or DEFAULT_BULK_THRESHOLD),
+        "PROVIDERS_SMALL": parse_provider_list(environ.get("NUDGE_PROVIDERS_SMALL"), DEFAULT_SMALL),
+        "PROVIDERS_BULK": parse_provider_list(environ.get("NUDGE_PROVIDERS_BULK"), DEFAULT_BULK),
+        "DOMAIN_RATE_LIMITS": parse_rate_limits(environ.get("NUDGE_DOMAIN_RATE_LIMITS")),
     }

@@ -1,6 +1,6 @@
 """The Huey instance, its tasks and periodic tasks; tasks take ids and call services.
 
-RedisHuey when NUDGE_REDIS_URL is set, else SqliteHuey in the instance folder. Tasks run inside an
+PriorityRedisHuey when NUDGE_REDIS_URL is set, else SqliteHuey in the instance folder. Tasks run inside an
 app context: the active one when there is one (tests, immediate mode), else the worker's app.
 """
 import functools
@@ -8,7 +8,7 @@ import logging
 import os
 
 from flask import current_app, has_app_context
-from huey import RedisHuey, SqliteHuey, crontab
+from huey import PriorityRedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
 from nudge.config import instance_path
@@ -26,7 +26,7 @@ def make_huey(environ=None):
     environ = os.environ if environ is None else environ
     redis_url = environ.get("NUDGE_REDIS_URL")
     if redis_url:
-        return RedisHuey("nudge", url=redis_url, utc=True)
+        return PriorityRedisHuey("nudge", url=redis_url, utc=True)
     path = instance_path(environ)
     os.makedirs(path, exist_ok=True)
     return SqliteHuey("nudge", filename=os.path.join(path, "huey.db"), utc=True)
@@ -84,9 +84,14 @@ class EmbeddedConsumer(Consumer):
         pass
 
 
+# An idle consumer polls SqliteHuey at most every half second (Huey's default backs off to 10 s), so a
+# campaign's first email leaves well within a second of Send; RedisHuey blocks on the queue instead.
+CONSUMER_OPTIONS = {"initial_delay": 0.05, "backoff": 1.15, "max_delay": 0.5}
+
+
 def start_embedded_consumer(app, workers=2):
     use_app(app)
-    consumer = EmbeddedConsumer(huey, workers=workers, worker_type="thread", periodic=True)
+    consumer = EmbeddedConsumer(huey, workers=workers, worker_type="thread", periodic=True, **CONSUMER_OPTIONS)
     consumer.start()
     return consumer
 
@@ -114,3 +119,44 @@ def run_contact_import(import_id):
     from nudge.services import imports
     imp = imports.run_import(import_id)
     return {"import_id": str(import_id), "status": imp.status if imp is not None else None}
+
+
+@task(priority=PRIORITY_TRANSACTIONAL)
+def record_tracking_event(kind, message_id, **data):
+    """An open or click from the tracking endpoints, recorded off the request path."""
+    import uuid
+
+    from nudge.services import tracking
+    tracking.record(kind, uuid.UUID(message_id), **data)
+
+
+@task(priority=PRIORITY_MARKETING)
+def deliver_campaign(campaign_id):
+    """Send a campaign's queued messages for a while, then hand over to a fresh task if more remain."""
+    import uuid
+
+    from nudge.services import sending
+    if sending.deliver_chunk(uuid.UUID(campaign_id)) == "more":
+        deliver_campaign(campaign_id)
+
+
+@periodic_task(crontab(minute="*"), priority=PRIORITY_TRANSACTIONAL)
+def resume_stalled_campaigns_periodically():
+    """Every minute: requeue what a dead worker had claimed and restart campaigns left without a worker."""
+    from nudge.services import sending
+    sending.resume_stalled()
+
+
+@task(priority=PRIORITY_TRANSACTIONAL)
+def resume_stalled_campaigns():
+    """Requeue what a dead worker had claimed and restart campaigns left without a worker."""
+    from nudge.services import sending
+    sending.resume_stalled()
+
+
+@periodic_task(crontab(minute="*"), priority=PRIORITY_MARKETING)
+def start_due_campaigns():
+    """Start scheduled campaigns whose time has come; each is claimed by one conditional UPDATE, so two
+    schedulers (several workers) never start one twice."""
+    from nudge.services import campaigns
+    return [str(campaign_id) for campaign_id in campaigns.start_due_campaigns()]

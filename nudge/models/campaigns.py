@@ -1,4 +1,4 @@
-"""Campaigns and the email event stream (spec section 2)."""
+"""Campaigns, their per-recipient messages and the email event stream (spec section 2)."""
 import sqlalchemy as sa
 
 from nudge.extensions import db
@@ -25,6 +25,54 @@ class Campaign(db.Model):
     stats = sa.Column(JSONDoc, nullable=False, default=dict, server_default="{}")
     created_at = created_column()
     updated_at = updated_column()
+    # Who receives it: {"all": true} or {"segments": [...], "exclude_segments": [...], "tags": [...]}.
+    audience = sa.Column(JSONDoc)
+    # The template version whose content was copied in (content_html/content_text are the campaign's own).
+    template_version = sa.Column(sa.Integer)
+    # The tracked links of the content as sent (click tokens carry an index into this list).
+    links = sa.Column(JSONDoc)
+    started_at = sa.Column(sa.DateTime)
+    # Why the campaign stopped by itself (bounce/failure spike, provider down), shown in the dashboard.
+    paused_reason = sa.Column(sa.Text)
+    # Aggregates kept by the sending pipeline and the tracking endpoints (atomic increments), so pages
+    # never recount messages or events.
+    recipient_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    sent_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    failed_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    delivered_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    opened_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    clicked_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    unsubscribed_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    bounced_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    complained_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+
+
+MESSAGE_STATUSES = ("queued", "sending", "sent", "failed", "cancelled")
+
+
+class Message(db.Model):
+    """One recipient of one send: snapshotted before the first email leaves, updated as each result comes."""
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("campaign_id", "contact_id", name="uq_messages_campaign_id_contact_id"),
+        sa.Index("ix_messages_campaign_status", "campaign_id", "status"),
+        sa.Index("ix_messages_account_contact", "account_id", "contact_id"),
+    )
+    id = id_column()
+    account_id = account_fk()
+    campaign_id = sa.Column(UUID, sa.ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=False)
+    contact_id = sa.Column(UUID, sa.ForeignKey("contacts.id", ondelete="SET NULL"))
+    email = sa.Column(sa.String(320), nullable=False)
+    status = sa.Column(sa.String(12), nullable=False, default="queued", server_default="queued")
+    provider = sa.Column(sa.String(20))
+    provider_message_id = sa.Column(sa.String(255))
+    attempts = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    error = sa.Column(sa.Text)
+    created_at = created_column()
+    claimed_at = sa.Column(sa.DateTime)
+    sent_at = sa.Column(sa.DateTime)
+    opened_at = sa.Column(sa.DateTime)
+    clicked_at = sa.Column(sa.DateTime)
 
 
 class EmailEvent(db.Model):
@@ -45,3 +93,20 @@ class EmailEvent(db.Model):
     ip_address = sa.Column(IPAddress)
     user_agent = sa.Column(sa.Text)
     created_at = created_column()
+
+
+class SendingConfig(db.Model):
+    """An account's own sending settings: a provider with its credentials (encrypted, AES-256-GCM), a DKIM key
+    for its sending domain, and the thresholds that pause a campaign automatically."""
+    __tablename__ = "sending_configs"
+    __table_args__ = (sa.UniqueConstraint("account_id", name="uq_sending_configs_account_id"),)
+    id = id_column()
+    account_id = account_fk()
+    provider = sa.Column(sa.String(20))              # None: the server's providers (NUDGE_* settings)
+    credentials_encrypted = sa.Column(sa.Text)       # JSON of the provider's settings, encrypted
+    dkim_domain = sa.Column(sa.String(255))
+    dkim_selector = sa.Column(sa.String(63))
+    dkim_key_encrypted = sa.Column(sa.Text)
+    pause_bounce_rate = sa.Column(sa.Float)          # e.g. 0.05: pause when over 5 % of the last sends bounced
+    pause_failure_rate = sa.Column(sa.Float)
+    updated_at = updated_column()

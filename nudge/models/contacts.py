@@ -16,10 +16,19 @@ class Contact(db.Model):
         sa.UniqueConstraint("account_id", "email", name="uq_contacts_account_id_email"),
         sa.Index("idx_contacts_account_email", "account_id", "email"),
         sa.Index("idx_contacts_tags", "tags", postgresql_using="gin"),
-        sa.Index("ix_contacts_account_created", "account_id", "created_at"),
+        # status is in the key so segment counts ("not deleted") are index-only scans (migration 0005).
+        sa.Index("ix_contacts_account_created", "account_id", "created_at", "status"),
         sa.Index("ix_contacts_account_status", "account_id", "status"),
         # Segment rules on email are case-insensitive (migration 0003).
         sa.Index("ix_contacts_account_lower_email", "account_id", sa.text("lower(email)")),
+        # Segment counts as index-only scans (migration 0005): each index holds every column such a count
+        # mentions (status, and the column behind an expression). On PostgreSQL the expressions use
+        # text_pattern_ops (prefix LIKE) and the reversed address exists there only (SQLite has no reverse()).
+        sa.Index("ix_contacts_segment_first_name", "account_id", sa.text("lower(first_name)"), "first_name", "status"),
+        sa.Index("ix_contacts_segment_last_name", "account_id", sa.text("lower(last_name)"), "last_name", "status"),
+        sa.Index("ix_contacts_segment_email_reversed", "account_id", sa.text("reverse(lower(email))"),
+                 postgresql_include=["email", "status"]).ddl_if(dialect="postgresql"),
+        sa.Index("ix_contacts_segment_subscribed", "account_id", "subscription_date", "status"),
     )
     id = id_column()
     account_id = account_fk()

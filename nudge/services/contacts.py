@@ -471,7 +471,7 @@ def update_contact(actor, contact_id, data):
     return contact
 
 
-def _change_status(contact, status, reason=None):
+def _change_status(contact, status, reason=None, campaign_id=None, source=None):
     if status == contact.status:
         return
     previous = contact.status
@@ -480,12 +480,20 @@ def _change_status(contact, status, reason=None):
         suppressions.suppress(contact.account_id, [contact.email], reason or SUPPRESSING_STATUSES[status])
     if status == "unsubscribed":
         contact.unsubscribed_at = utcnow()
-        events.emit(contact.account_id, "contact.unsubscribed", contact_id=contact.id,
-                    data={"previous_status": previous})
+        data = {"previous_status": previous}
+        if source:
+            data["source"] = source
+        events.emit(contact.account_id, "contact.unsubscribed", contact_id=contact.id, campaign_id=campaign_id,
+                    data=data)
     elif status == "active":
         contact.unsubscribed_at = None
         events.emit(contact.account_id, "contact.subscribed", contact_id=contact.id,
                     data={"previous_status": previous})
+
+
+def change_status_for_unsubscribe(contact, *, campaign_id, source):
+    """A recipient unsubscribed from an email (link, one-click or mailto); the caller commits."""
+    _change_status(contact, "unsubscribed", campaign_id=campaign_id, source=source)
 
 
 def unsubscribe_contact(actor, contact_id):

@@ -136,6 +136,65 @@ def test_operators(shop, field, op, value, expected):
     assert names(account, rule(field, op, value)) == expected
 
 
+@pytest.mark.parametrize("value, expected", [
+    ("@EXAMPLE.com", ["ann", "dan_x"]),
+    (".com", ["ann", "bob", "dan_x"]),
+    ("Ann@Example.com", ["ann"]),                 # the whole address
+    ("xann@example.com", []),                     # longer than the address
+    ("_x@example.com", ["dan_x"]),                # "_" is literal, not "any one character"
+    ("d_n_x@example.com", []),
+    ("%@example.com", []),                        # "%" is literal too
+    ("le.com", ["ann", "dan_x"]),                 # a suffix need not start at "@"
+    ("ple.org", ["cat"]),
+])
+def test_email_ends_with(shop, value, expected):
+    """On PostgreSQL ends_with is compiled as a prefix of the reversed address; it must mean the same."""
+    account, _, _ = shop
+    assert names(account, rule("email", "ends_with", value)) == expected
+
+
+def test_email_ends_with_non_ascii_and_backslash(make_account):
+    account, _ = make_account()
+    add_contact(account, "renée@café.fr")
+    add_contact(account, "a\\b@example.com")
+    add_contact(account, "ab@example.com")
+    assert names(account, rule("email", "ends_with", "É.FR")) == ["renée"]
+    assert names(account, rule("email", "ends_with", "ée@café.fr")) == ["renée"]
+    assert names(account, rule("email", "ends_with", "\\b@example.com")) == ["a\\b"]
+    assert names(account, rule("email", "ends_with", "b@example.com")) == ["a\\b", "ab"]
+
+
+@pytest.mark.parametrize("condition, index, narrowed_by", [
+    (rule("email", "ends_with", "@example.com"), "ix_contacts_segment_email_reversed", "reverse(lower((email)::text))"),
+    (rule("first_name", "eq", "ANN"), "ix_contacts_segment_first_name", "lower((first_name)::text)) = 'ann'"),
+    (rule("first_name", "starts_with", "Ca"), "ix_contacts_segment_first_name", "lower((first_name)::text)) ~>=~ 'ca'"),
+    (rule("last_name", "eq", "LEE"), "ix_contacts_segment_last_name", "lower((last_name)::text)) = 'lee'"),
+    (rule("subscription_date", "within_days", 30), "ix_contacts_segment_subscribed", "subscription_date >="),
+    (rule("created_at", "before", "2024-05-01"), "ix_contacts_account_created", "created_at <"),
+])
+def test_counts_of_common_rules_are_index_only_scans(shop, condition, index, narrowed_by):
+    """Migration 0005's indexes hold every column these counts mention, so PostgreSQL counts them without
+    reading the contacts table (docs/performance.md, Segments). Without sequential and bitmap scans, and
+    with the table vacuumed (as autovacuum keeps it), the planner must pick an index-only scan narrowed by
+    the rule: the compiled SQL and the indexes fit together."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("index-only scans are a PostgreSQL plan")
+    account, _, _ = shop
+    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as autocommit:
+        autocommit.exec_driver_sql("VACUUM ANALYZE contacts")
+    query = sa.select(sa.func.count()).select_from(Contact).where(segments.compile_conditions(account.id, condition))
+    compiled = query.compile(db.engine, compile_kwargs={"render_postcompile": True})
+    connection = db.session.connection()
+    for setting in ("enable_seqscan", "enable_bitmapscan"):
+        connection.exec_driver_sql(f"SET LOCAL {setting} = off")
+    plan = [row[0] for row in connection.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params)]
+    db.session.rollback()
+    text = "\n".join(plan)
+    assert f"Index Only Scan using {index} on contacts" in text, text
+    assert any("Index Cond" in line and narrowed_by in line for line in plan), text
+
+
 def test_deleted_contacts_never_match(shop):
     account, _, _ = shop
     assert "gone" not in names(account, {"match": "all", "conditions": []})

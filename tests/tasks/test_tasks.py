@@ -92,13 +92,13 @@ def test_a_real_consumer_process_runs_tasks_against_the_database(app, make_accou
         assert db.session.query(Invitation).count() == 0
     finally:
         _stop(worker)
-    expected_backend = "RedisHuey" if TEST_REDIS_URL else "SqliteHuey"
+    expected_backend = "PriorityRedisHuey" if TEST_REDIS_URL else "SqliteHuey"
     assert type(huey).__name__ == expected_backend
 
 
 def test_huey_backend_follows_the_configuration():
     from nudge.tasks import make_huey
-    assert type(make_huey({"NUDGE_REDIS_URL": "redis://127.0.0.1:6379/0"})).__name__ == "RedisHuey"
+    assert type(make_huey({"NUDGE_REDIS_URL": "redis://127.0.0.1:6379/0"})).__name__ == "PriorityRedisHuey"
     assert type(make_huey({"NUDGE_INSTANCE_PATH": "/tmp/nudge-huey-test"})).__name__ == "SqliteHuey"
 
 

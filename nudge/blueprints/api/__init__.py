@@ -51,4 +51,4 @@ def _run_after_the_limiter(state):
 
 
 from nudge.blueprints.api import account, oauth, spec  # noqa: E402,F401
-from nudge.blueprints.api import contacts, custom_fields, imports, segments, suppressions  # noqa: E402,F401
+from nudge.blueprints.api import campaigns, contacts, custom_fields, imports, segments, suppressions, templates  # noqa: E402,F401

@@ -1,0 +1,99 @@
+"""Public tracking endpoints (no login): open pixel, click redirect, view in browser, unsubscribe page and
+the RFC 8058 one-click unsubscribe. The token in the URL is the authorisation (signed per message).
+
+The pixel and the redirect answer without writing to the database: the event is handed to the job
+queue (services.tracking records it), so a slow database never slows a recipient's click."""
+import base64
+
+from flask import Blueprint, abort, make_response, redirect, render_template, request
+
+from nudge.models.types import utcnow
+from nudge.services import tracking
+
+bp = Blueprint("tracking", __name__)
+
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0, private"
+
+
+def _ids_or_404(token):
+    ids = tracking.ids_from(token)
+    if ids is None:
+        abort(404)
+    return ids
+
+
+def _client():
+    return request.remote_addr, (request.user_agent.string or "")[:500]
+
+
+def _enqueue(kind, message_id, **data):
+    from nudge.tasks import record_tracking_event
+    ip, user_agent = _client()
+    record_tracking_event(kind, str(message_id), ip=ip, user_agent=user_agent, at=utcnow().isoformat(), **data)
+
+
+@bp.route("/t/o/<token>.gif")
+def open_pixel(token):
+    ids = tracking.ids_from(token)
+    if ids is not None:
+        _enqueue("open", ids[0])
+    response = make_response(PIXEL)
+    response.headers.update({"Content-Type": "image/gif", "Cache-Control": NO_CACHE, "Pragma": "no-cache",
+                             "Expires": "0"})
+    return response
+
+
+@bp.route("/t/c/<token>/<int:index>")
+def click(token, index):
+    message_id, campaign_id = _ids_or_404(token)
+    url = tracking.link_target(campaign_id, index)
+    if url is None:
+        abort(404)
+    _enqueue("click", message_id, url=url)
+    response = redirect(url, code=302)
+    response.headers["Cache-Control"] = NO_CACHE
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.route("/t/v/<token>")
+def view_in_browser(token):
+    message_id, _ = _ids_or_404(token)
+    html = tracking.browser_copy(message_id)
+    if html is None:
+        abort(404)
+    from nudge.blueprints.templates import preview_response
+    response = preview_response(html)
+    response.headers["Content-Security-Policy"] = response.headers["Content-Security-Policy"].replace(
+        "frame-ancestors 'self'", "frame-ancestors 'none'")
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
+@bp.route("/t/u/<token>", methods=["GET", "POST"])
+def unsubscribe(token):
+    """GET: a page with one button (mail scanners follow links; they must not unsubscribe anyone).
+    POST: from that page, or RFC 8058 one-click from the mailbox provider (List-Unsubscribe=One-Click)."""
+    message_id, _ = _ids_or_404(token)
+    message = tracking.message_for(message_id)
+    if message is None:
+        abort(404)
+    if request.method == "GET":
+        return _unsubscribe_page(token, message, done=False)
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    ip, user_agent = _client()
+    tracking.unsubscribe(message_id, source="one_click" if one_click else "link", ip=ip, user_agent=user_agent)
+    if one_click:
+        return "", 200
+    return _unsubscribe_page(token, message, done=True)
+
+
+def _unsubscribe_page(token, message, done):
+    account = tracking.account_for(message)
+    response = make_response(render_template("tracking/unsubscribe.html", token=token, email=message.email,
+                                             account=account, done=done))
+    response.headers["Cache-Control"] = NO_CACHE
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+

@@ -1,0 +1,206 @@
+"""Tracking: signed per-message tokens, the links of a campaign's content rewritten once per campaign, and
+what opens, clicks and unsubscribes do to messages, contacts, events and the campaign's aggregates.
+
+One signature per message (not per link): a token is the message id, the campaign id and a truncated HMAC
+of both, and a click URL adds the link's index into the campaign's stored link list (cached per process,
+so a redirect reads nothing from the database). Tampering with the index can only
+lead to another link of the same email; tampering with the token gets a 404. No open redirect is possible:
+the target always comes from the campaign's own content."""
+import base64
+import hashlib
+import hmac
+import re
+import uuid
+
+import sqlalchemy as sa
+from flask import current_app
+
+from nudge.extensions import db
+from nudge.models import Campaign, Contact, Message
+from nudge.models.types import utcnow
+from nudge.services import events
+
+MAC_BYTES = 12
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{59}$")
+LINK_CACHE_SIZE = 512
+# href="…" of <a> tags whose target is a plain http(s) URL (personalised URLs with merge tags are not tracked).
+LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'{}<>\s]+)\2""", re.I)
+BODY_END = re.compile(r"</body\s*>", re.I)
+OPEN_PIXEL = ('<img src="{{ open_url }}" width="1" height="1" alt="" '
+              'style="display:block;width:1px;height:1px;border:0;opacity:0" />')
+
+
+def _key():
+    secret = current_app.config["SECRET_KEY"]
+    return hashlib.sha256(b"nudge-tracking:" + (secret.encode() if isinstance(secret, str) else secret)).digest()
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _as_bytes(value):
+    return value.bytes if isinstance(value, uuid.UUID) else uuid.UUID(str(value)).bytes
+
+
+def token_for(message_id, campaign_id, key=None):
+    """The signed token of one message (59 URL-safe characters)."""
+    raw = _as_bytes(message_id) + _as_bytes(campaign_id)
+    mac = hmac.new(key or _key(), raw, hashlib.sha256).digest()[:MAC_BYTES]
+    return _b64(raw + mac)
+
+
+def ids_from(token):
+    """(message id, campaign id) of a token, or None when it is malformed or its signature is wrong."""
+    if not token or not TOKEN.match(token):
+        return None
+    data = base64.urlsafe_b64decode(token + "=")
+    raw, mac = data[:32], data[32:]
+    if not hmac.compare_digest(hmac.new(_key(), raw, hashlib.sha256).digest()[:MAC_BYTES], mac):
+        return None
+    return uuid.UUID(bytes=raw[:16]), uuid.UUID(bytes=raw[16:])
+
+
+def urls_for(token, base_url):
+    """The per-recipient URLs a rendered email needs (merge tags of the same names)."""
+    return {
+        "open_url": f"{base_url}/t/o/{token}.gif",
+        "click_base": f"{base_url}/t/c/{token}",
+        "unsubscribe_url": f"{base_url}/t/u/{token}",
+        "preferences_url": f"{base_url}/t/u/{token}",
+        "view_in_browser_url": f"{base_url}/t/v/{token}",
+    }
+
+
+def prepare_html(html):
+    """(html, links): every plain http(s) link replaced by {{ click_base }}/<index> (one index per distinct
+    URL) and the open pixel added before </body>. Runs once per campaign, not per recipient."""
+    links = []
+    index_of = {}
+
+    def replace(match):
+        url = match.group(3)
+        if url not in index_of:
+            index_of[url] = len(links)
+            links.append(url)
+        return f"{match.group(1)}{match.group(2)}{{{{ click_base }}}}/{index_of[url]}{match.group(2)}"
+
+    html = LINK.sub(replace, html)
+    if BODY_END.search(html):
+        html = BODY_END.sub(lambda m: OPEN_PIXEL + m.group(0), html, count=1)
+    else:
+        html += OPEN_PIXEL
+    return html, links
+
+
+# --------------------------------------------------------------------------------------------------
+# What tracking does
+
+def message_for(message_id):
+    return db.session.get(Message, message_id) if message_id else None
+
+
+_links_cache = {}
+
+
+def campaign_links(campaign_id):
+    """A campaign's tracked links; they never change once it is sent, so each process reads them once."""
+    links = _links_cache.get(campaign_id)
+    if links is None:
+        links = db.session.scalar(sa.select(Campaign.links).where(Campaign.id == campaign_id))
+        if links is None:
+            return []
+        if len(_links_cache) >= LINK_CACHE_SIZE:
+            _links_cache.pop(next(iter(_links_cache)))
+        _links_cache[campaign_id] = links
+    return links
+
+
+def link_target(campaign_id, index):
+    """The URL behind link number index of a campaign, or None."""
+    links = campaign_links(campaign_id)
+    return links[index] if 0 <= index < len(links) else None
+
+
+def _first_time(column, message_id, when):
+    """Set a first-open/first-click timestamp once; True when this call set it."""
+    result = db.session.execute(sa.update(Message).where(Message.id == message_id, column.is_(None))
+                                .values({column: when}))
+    return result.rowcount == 1
+
+
+def _bump(campaign_id, **counts):
+    db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id).values(
+        {name: getattr(Campaign, name) + amount for name, amount in counts.items()}))
+
+
+def record_open(message_id, *, ip=None, user_agent=None, when=None):
+    """An open: an email.opened event, and the unique-open count the first time."""
+    message = message_for(message_id)
+    if message is None:
+        return False
+    when = when or utcnow()
+    if _first_time(Message.opened_at, message.id, when):
+        _bump(message.campaign_id, opened_count=1)
+    events.emit(message.account_id, "email.opened", contact_id=message.contact_id, campaign_id=message.campaign_id,
+                data={"message_id": str(message.id)}, ip=ip, user_agent=user_agent)
+    db.session.commit()
+    return True
+
+
+def record_click(message_id, url, *, ip=None, user_agent=None, when=None):
+    """A click: an email.clicked event and the unique-click count; a click proves an open too."""
+    message = message_for(message_id)
+    if message is None:
+        return False
+    when = when or utcnow()
+    if _first_time(Message.clicked_at, message.id, when):
+        _bump(message.campaign_id, clicked_count=1)
+    if _first_time(Message.opened_at, message.id, when):
+        _bump(message.campaign_id, opened_count=1)
+    events.emit(message.account_id, "email.clicked", contact_id=message.contact_id, campaign_id=message.campaign_id,
+                data={"message_id": str(message.id), "url": url}, ip=ip, user_agent=user_agent)
+    db.session.commit()
+    return True
+
+
+def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
+    """Unsubscribe the message's contact (suppressed for good) and count it on the campaign once.
+    Returns the contact's email, or None when there is nothing to unsubscribe."""
+    from nudge.services.contacts import change_status_for_unsubscribe
+    message = message_for(message_id)
+    if message is None or message.contact_id is None:
+        return None
+    contact = db.session.get(Contact, message.contact_id)
+    if contact is None:
+        return None
+    if contact.status != "unsubscribed":
+        change_status_for_unsubscribe(contact, campaign_id=message.campaign_id, source=source)
+        _bump(message.campaign_id, unsubscribed_count=1)
+    db.session.commit()
+    return contact.email
+
+
+def account_for(message):
+    from nudge.models import Account
+    return db.session.get(Account, message.account_id)
+
+
+def browser_copy(message_id):
+    """The email as its recipient got it (re-rendered from the campaign's content), or None."""
+    from nudge.services import sending
+    message = message_for(message_id)
+    if message is None:
+        return None
+    return sending.render_for_browser(message)
+
+
+def record(kind, message_id, *, url=None, ip=None, user_agent=None, at=None):
+    """Record an open or a click handed over by the tracking endpoints."""
+    import datetime as dt
+    when = dt.datetime.fromisoformat(at) if at else None
+    if kind == "open":
+        return record_open(message_id, ip=ip, user_agent=user_agent, when=when)
+    if kind == "click":
+        return record_click(message_id, url, ip=ip, user_agent=user_agent, when=when)
+    raise ValueError(f"unknown tracking event {kind!r}")

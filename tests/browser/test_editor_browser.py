@@ -1,0 +1,132 @@
+"""The block editor in a real browser: Playwright drives Debian's Chromium against a real server.
+
+Skipped with the reason when Playwright or Chromium is missing, unless the CI environment variable is
+set: then a missing browser fails the run (make test installs both)."""
+import os
+import re
+import socket
+import threading
+
+import pytest
+from werkzeug.serving import make_server
+
+from nudge.services import email_doc
+from nudge.services import templates as templates_service
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("NUDGE_TEST_CHROMIUM", "/usr/bin/chromium")
+TYPED = "Hello from a real browser"
+
+
+def _missing_browser():
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed (pip install -e '.[dev]')"
+    if not os.path.exists(CHROMIUM):
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set NUDGE_TEST_CHROMIUM)"
+    return None
+
+
+@pytest.fixture
+def chromium():
+    reason = _missing_browser()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests must run in CI: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(make_app):
+    """The product served over HTTP from a thread, CSRF checks on, MFA not required for the test user."""
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    app = make_app(REQUIRE_MFA=False, WTF_CSRF_ENABLED=True, BASE_URL=base_url)
+    httpd = make_server("127.0.0.1", port, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield app, base_url
+    httpd.shutdown()
+    thread.join(timeout=10)
+
+
+def _drag(page, source, target, steps=24):
+    """A real mouse drag (SortableJS's fallback needs the moves in between) that ends on the lower part of
+    the target, so the block lands after it. The target is measured again at each step: the placeholder
+    the drag opens in the list moves it."""
+    start = source.bounding_box()
+    x0, y0 = start["x"] + start["width"] / 2, start["y"] + start["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, steps + 1):
+        end = target.bounding_box()
+        x1, y1 = end["x"] + end["width"] / 2, end["y"] + end["height"] * 0.8
+        page.mouse.move(x0 + (x1 - x0) * step / steps, y0 + (y1 - y0) * step / steps)
+        page.wait_for_timeout(15)
+    for _ in range(3):  # settle on the target where it finally is
+        end = target.bounding_box()
+        page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] * 0.8)
+        page.wait_for_timeout(60)
+    page.mouse.up()
+
+
+def test_drag_a_text_block_edit_it_see_it_in_the_preview_and_after_reload(server, chromium, make_account):
+    from playwright.sync_api import expect
+
+    app, base_url = server
+    account, owner = make_account(mfa=False)
+    doc = {"schema": 1, "settings": {}, "blocks": [
+        {"id": "head01", "type": "heading", "text": "Spring news"},
+        {"id": "foot01", "type": "footer", "html": email_doc.FOOTER_HTML}]}
+    template = templates_service.create_template(owner, account.id, name="Browser test", content_json=doc)
+
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{base_url}/login")
+    page.fill("input[name=email]", owner.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"^(?!.*/login).*$"))
+
+    page.goto(f"{base_url}/templates/{template.id}/edit")
+    expect(page.locator("#editor-status")).to_contain_text("Saved · version 1")
+    _drag(page, page.locator(".palette-item[data-type=text]"), page.locator("#block-head01"))
+
+    new_block = page.locator("#editor-stage .block-text")
+    expect(new_block).to_have_count(1)
+    expect(page.locator("#editor-stage .block")).to_have_count(3)
+    assert page.locator("#editor-stage .block").nth(1).get_attribute("data-type") == "text"
+    expect(page.locator("#editor-panel-title")).to_have_text("Text")
+
+    area = page.locator("#editor-panel [data-rte-area]")
+    area.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(TYPED)
+    expect(new_block).to_contain_text(TYPED)
+    expect(page.locator("#editor")).to_have_attribute("data-save-state", "saved", timeout=15000)
+    expect(page.locator("#editor-status")).to_contain_text("Saved · version")
+
+    page.click("#tab-preview")
+    expect(page.frame_locator("#editor-preview").locator("body")).to_contain_text(TYPED, timeout=15000)
+
+    page.reload()
+    expect(page.locator("#editor-stage .block")).to_have_count(3)
+    expect(page.locator("#editor-stage .block").nth(1)).to_contain_text(TYPED)
+    version = templates_service.latest_version(template.id)
+    assert version.version >= 2 and TYPED in version.content_json["blocks"][1]["html"]
+    assert errors == []

@@ -1,0 +1,210 @@
+"""SMTP provider against a real aiosmtpd server on loopback: what arrives, rejections, TLS, AUTH,
+reconnects and connection reuse."""
+import threading
+from email import policy
+from email.parser import BytesParser
+from urllib.parse import quote
+
+import pytest
+
+from nudge.delivery.base import PerThread
+from nudge.delivery.message import QUOTED_PRINTABLE, compose, compose_skeleton
+from nudge.delivery.smtp import SMTPProvider, parse_smtp_url
+
+from .conftest import PASSWORD, USERNAME
+
+
+def provider_for(server, **options):
+    return SMTPProvider(f"smtp://127.0.0.1:{server.port}", local_hostname="sender.test", **options)
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+@pytest.mark.parametrize("encoding", ["base64", QUOTED_PRINTABLE])
+def test_each_recipient_gets_one_exact_copy_over_one_connection(smtp_server, make_message, pipelining, encoding):
+    server = smtp_server(pipelining=pipelining)
+    skeleton = compose_skeleton("news@shop.example", "Shöp « News »", "help@shop.example", transfer_encoding=encoding)
+    recipients = ["ann@example.org", "bob@example.net", "cy@example.com"]
+    sent = {}
+    with provider_for(server) as provider:
+        for address in recipients:
+            message = make_message(address, to_name=address[:3].title(), envelope_from="bounces@shop.example")
+            raw = compose(skeleton, message)
+            result = provider.send(message, raw)
+            assert result.status == "sent", result.error
+            assert result.provider == "smtp" and result.provider_message_id.startswith("Q")
+            sent[address] = (message, raw)
+
+    assert server.connections == 1
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(recipients)
+    for received in server.messages:
+        message, raw = sent[received.rcpt_tos[0]]
+        assert received.rcpt_tos == [message.to_email]
+        assert received.mail_from == "bounces@shop.example"
+        assert received.content == raw       # byte for byte, dot-stuffing undone by the server
+        parsed = BytesParser(policy=policy.default).parsebytes(received.content)
+        assert parsed["To"].addresses[0].username + "@" + parsed["To"].addresses[0].domain == message.to_email
+        assert parsed["Subject"] == f"Nouveautés pour {message.to_name} ✨"
+        assert parsed["Message-ID"] == message.message_id
+        assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == message.text
+        assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n") == message.html
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_rejected_recipients_are_classified_and_the_connection_stays_usable(smtp_server, make_message, pipelining):
+    server = smtp_server(pipelining=pipelining)
+    server.handler.reject = {
+        "gone@example.org": "550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+        "later@example.org": "451 4.7.1 Greylisted, try again later",
+        "full@example.org": "552 5.2.2 Mailbox full",
+    }
+    skeleton = compose_skeleton("news@shop.example", "Shop")
+    with provider_for(server) as provider:
+        results = {}
+        for address in ["gone@example.org", "later@example.org", "full@example.org", "ok@example.org"]:
+            message = make_message(address)
+            results[address] = provider.send(message, compose(skeleton, message))
+
+    gone = results["gone@example.org"]
+    assert gone.status == "permanent"
+    assert "550 5.1.1" in gone.error and "User unknown" in gone.error
+    assert results["later@example.org"].status == "transient" and "451" in results["later@example.org"].error
+    assert results["full@example.org"].status == "transient"     # RFC 5321: 552 to RCPT is temporary
+    assert results["ok@example.org"].status == "sent"
+    assert [m.rcpt_tos for m in server.messages] == [["ok@example.org"]]
+    assert server.connections == 1
+
+
+def test_reconnects_when_the_server_dropped_the_connection(smtp_server, make_message):
+    server = smtp_server()
+    skeleton = compose_skeleton("news@shop.example")
+    with provider_for(server) as provider:
+        first = make_message("ann@example.org")
+        assert provider.send(first, compose(skeleton, first)).status == "sent"
+        server.drop_connections()
+        second = make_message("bob@example.org")
+        result = provider.send(second, compose(skeleton, second))
+    assert result.status == "sent", result.error
+    assert [m.rcpt_tos for m in server.messages] == [["ann@example.org"], ["bob@example.org"]]
+    assert server.connections == 2
+
+
+def test_starttls_and_auth_with_percent_encoded_credentials(smtp_server, make_message, certificate):
+    server = smtp_server(tls="starttls", auth=True)
+    url = (f"smtp://{quote(USERNAME, safe='')}:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}"
+           f"?tls=starttls&cafile={quote(certificate[0])}")
+    provider = SMTPProvider(url, local_hostname="sender.test")
+    message = make_message()
+    result = provider.send(message, compose(compose_skeleton(message.from_email), message))
+    provider.close()
+    assert result.status == "sent", result.error
+    assert len(server.messages) == 1
+    assert PASSWORD not in repr(provider) and PASSWORD not in repr(provider.settings)
+
+
+def test_wrong_password_is_transient_and_sends_nothing(smtp_server, make_message, client_tls):
+    server = smtp_server(tls="starttls", auth=True)
+    provider = SMTPProvider(f"smtp://{quote(USERNAME, safe='')}:wrong-secret@127.0.0.1:{server.port}?tls=starttls",
+                            ssl_context=client_tls, local_hostname="sender.test")
+    message = make_message()
+    result = provider.send(message, compose(compose_skeleton(message.from_email), message))
+    assert result.status == "transient"
+    assert "authentication failed" in result.error and "wrong-secret" not in result.error
+    assert server.messages == []
+
+
+def test_a_relay_demanding_starttls_of_a_plain_client_is_a_transient_configuration_error(smtp_server, make_message):
+    server = smtp_server(tls="starttls")
+    message = make_message()
+    with provider_for(server) as provider:
+        result = provider.send(message, compose(compose_skeleton(message.from_email), message))
+    assert result.status == "transient" and "530" in result.error and "NUDGE_SMTP_URL" in result.error
+    assert server.messages == []
+
+
+def test_implicit_tls(smtp_server, make_message, client_tls):
+    server = smtp_server(tls="ssl", auth=True)
+    provider = SMTPProvider(f"smtp://{quote(USERNAME, safe='')}:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}"
+                            "?tls=ssl", ssl_context=client_tls, local_hostname="sender.test")
+    message = make_message()
+    result = provider.send(message, compose(compose_skeleton(message.from_email), message))
+    provider.close()
+    assert result.status == "sent", result.error
+    assert server.messages[0].content.startswith(b"From: ")
+
+
+def test_a_server_that_is_down_is_transient_and_not_retried_per_message(closed_port, make_message):
+    provider = SMTPProvider(f"smtp://127.0.0.1:{closed_port}", local_hostname="sender.test")
+    message = make_message()
+    raw = compose(compose_skeleton(message.from_email), message)
+    first = provider.send(message, raw)
+    assert first.status == "transient" and "cannot connect" in first.error
+    second = provider.send(message, raw)     # within the back-off: answered without a connection attempt
+    assert second.status == "transient" and "next attempt in" in second.error and second.retry_after > 0
+
+
+def test_invalid_recipient_address_is_permanent(smtp_server, make_message):
+    server = smtp_server()
+    message = make_message("ann@example.org")
+    raw = compose(compose_skeleton(message.from_email), message)
+    message.to_email = "bad\r\nRCPT TO:<victim@example.org>"
+    with provider_for(server) as provider:
+        result = provider.send(message, raw)
+    assert result.status == "permanent" and "invalid address" in result.error
+    assert server.messages == []
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("smtp://relay.example.com", ("relay.example.com", 25, "none", None, None)),
+    ("smtp://relay.example.com?tls=starttls", ("relay.example.com", 587, "starttls", None, None)),
+    ("smtps://u:p@relay.example.com", ("relay.example.com", 465, "ssl", "u", "p")),
+    ("smtp://apikey:SG.a%2Fb%3Dc@smtp.sendgrid.net:2525?tls=starttls",
+     ("smtp.sendgrid.net", 2525, "starttls", "apikey", "SG.a/b=c")),
+    ("smtp://user%40shop.example:p%40ss@[::1]:1025?tls=ssl", ("::1", 1025, "ssl", "user@shop.example", "p@ss")),
+])
+def test_smtp_url_parsing(url, expected):
+    s = parse_smtp_url(url)
+    assert (s.host, s.port, s.tls, s.username, s.password) == expected
+
+
+@pytest.mark.parametrize("url", ["http://relay", "smtp://relay?tls=tls", "smtp://relay?verify=no", "smtp://:25",
+                                 "smtp://u:secret@relay:notaport"])
+def test_bad_smtp_urls_are_rejected_without_echoing_the_password(url):
+    with pytest.raises(ValueError) as caught:
+        parse_smtp_url(url)
+    assert "secret" not in str(caught.value)
+
+
+def test_keepalive_notices_a_dropped_connection_and_the_next_send_reconnects(smtp_server, make_message):
+    server = smtp_server()
+    skeleton = compose_skeleton("news@shop.example")
+    with provider_for(server) as provider:
+        assert provider.keepalive() is False            # nothing open yet
+        first = make_message("ann@example.org")
+        provider.send(first, compose(skeleton, first))
+        assert provider.keepalive() is True
+        server.drop_connections()
+        assert provider.keepalive() is False
+        second = make_message("bob@example.org")
+        assert provider.send(second, compose(skeleton, second)).status == "sent"
+    assert len(server.messages) == 2 and server.connections == 2
+
+
+def test_sending_threads_each_use_their_own_connection(smtp_server, make_message):
+    server = smtp_server(pipelining=True)
+    providers = PerThread(lambda: provider_for(server))
+    skeleton = compose_skeleton("news@shop.example")
+    results = []
+
+    def worker(offset):
+        for i in range(offset, 40, 4):
+            message = make_message(f"user{i}@example.org")
+            results.append(providers.get().send(message, compose(skeleton, message)).status)
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    providers.close_all()
+    assert results == ["sent"] * 40
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(f"user{i}@example.org" for i in range(40))
+    assert server.connections == 4

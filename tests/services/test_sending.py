@@ -1,0 +1,269 @@
+"""The sending pipeline through a real SMTP server on loopback (aiosmtpd): one correct, compliant,
+personalised message per mailable recipient; tracking and unsubscribe links that work; failures recorded;
+failover; pause, resume, cancel; a dead worker's claims resumed without skipping or repeating anyone."""
+import asyncio
+import datetime as dt
+import email
+import email.policy
+import re
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from nudge.extensions import db
+from nudge.models import Campaign, Contact, EmailEvent, Message, Suppression
+from nudge.models.types import utcnow
+from nudge.services import campaigns, sending, suppressions
+from tests.delivery.conftest import RecordingHandler, SMTPServer, free_port
+
+CONTENT = """<!doctype html><html><body>
+<p>Hi {{ contact.first_name | default("there") }},</p>
+<p>Our <a href="https://shop.example/spring?utm=1">spring collection</a> is here.
+ Also <a href="https://shop.example/blog">the blog</a> and <a href="https://shop.example/spring?utm=1">again</a>.</p>
+<p>{{ account.postal_address }} · <a href="{{ unsubscribe_url }}">Unsubscribe</a> ·
+ <a href="{{ view_in_browser_url }}">View in browser</a></p>
+</body></html>"""
+
+
+@pytest.fixture
+def smtp():
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.new_event_loop())
+    controller.start()
+    yield SMTPServer(controller, handler, port)
+    controller.stop()
+
+
+@pytest.fixture
+def app(make_app, smtp, tmp_path):
+    """The app of these tests (make_account and the other fixtures use it): mail goes to the SMTP server."""
+    return make_app(SMTP_URL=f"smtp://127.0.0.1:{smtp.port}", PROVIDERS_SMALL=["smtp"], PROVIDERS_BULK=["smtp"],
+                    OUTBOX_DIR=str(tmp_path / "outbox"), BASE_URL="https://mail.shop.example")
+
+
+@pytest.fixture
+def shop(app, make_account):
+    account, owner = make_account()
+    account.postal_address = "1 Market Street\nSpringfield"
+    account.default_from_email = "news@shop.example"
+    db.session.commit()
+    return account, owner
+
+
+def add_contacts(account, *specs):
+    contacts = []
+    for spec in specs:
+        email_address, status, name = (spec + (None, None))[:3] if isinstance(spec, tuple) else (spec, "active", None)
+        contacts.append(Contact(account_id=account.id, email=email_address, status=status or "active",
+                                first_name=name))
+    db.session.add_all(contacts)
+    db.session.commit()
+    return contacts
+
+
+def new_campaign(owner, audience=None, **fields):
+    data = {"name": "Spring", "subject": "Spring is here, {{ contact.first_name | default('friend') }}",
+            "from_email": "news@shop.example", "from_name": "Shop News", "content_html": CONTENT,
+            "audience": audience or {"all": True}}
+    data.update(fields)
+    return campaigns.create_campaign(owner, data)
+
+
+def received(smtp):
+    """{recipient: [parsed message, ...]} of everything the SMTP server accepted."""
+    by_rcpt = {}
+    for item in smtp.messages:
+        parsed = email.message_from_bytes(item.content, policy=email.policy.default)
+        for rcpt in item.rcpt_tos:
+            by_rcpt.setdefault(rcpt, []).append(parsed)
+    return by_rcpt
+
+
+def html_of(message):
+    return message.get_body(preferencelist=("html",)).get_content()
+
+
+def test_every_mailable_contact_gets_exactly_one_personalised_compliant_email(shop, smtp, make_account):
+    account, owner = shop
+    add_contacts(account, ("ann@example.org", "active", "Ann"), ("bob@example.org", "active", "Bob"),
+                 "cat@example.org", ("dan@example.org", "unsubscribed"), ("eve@example.org", "bounced"))
+    gone = add_contacts(account, "gus@example.org")[0]
+    gone.deleted_at, gone.status = utcnow(), "deleted"
+    suppressions.suppress(account.id, ["fay@example.org"], "manual")
+    add_contacts(account, "fay@example.org")
+    other, _ = make_account()
+    add_contacts(other, "zed@example.org")
+    db.session.commit()
+    campaign = new_campaign(owner)
+
+    campaigns.send_now(owner, campaign.id)
+
+    arrived = received(smtp)
+    assert sorted(arrived) == ["ann@example.org", "bob@example.org", "cat@example.org"]
+    assert all(len(copies) == 1 for copies in arrived.values())
+    ann = arrived["ann@example.org"][0]
+    assert ann["Subject"] == "Spring is here, Ann" and arrived["cat@example.org"][0]["Subject"] == "Spring is here, friend"
+    assert "Hi Ann," in html_of(ann) and "Hi there," in html_of(arrived["cat@example.org"][0])
+    assert "1 Market Street, Springfield" in html_of(ann)
+    assert ann.get_body(preferencelist=("plain",)).get_content().startswith("Hi Ann,")
+    unsubscribe = ann["List-Unsubscribe"]
+    assert re.search(r"<https://mail\.shop\.example/t/u/[A-Za-z0-9_-]{59}>", unsubscribe)
+    assert "<mailto:news@shop.example?subject=unsubscribe>" in unsubscribe
+    assert ann["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    ids = {copies[0]["Message-ID"] for copies in arrived.values()}
+    assert len(ids) == 3 and all(i.endswith("@shop.example>") for i in ids)
+    assert ann["X-Nudge-Message-Id"]
+    assert "https://shop.example/spring" not in html_of(ann)  # links go through the click redirect
+    assert len(re.findall(r"https://mail\.shop\.example/t/c/[A-Za-z0-9_-]{59}/0", html_of(ann))) == 2
+    assert re.search(r"https://mail\.shop\.example/t/o/[A-Za-z0-9_-]{59}\.gif", html_of(ann))
+
+    db.session.refresh(campaign)
+    assert (campaign.status, campaign.recipient_count, campaign.sent_count, campaign.failed_count) == ("sent", 3, 3, 0)
+    assert campaign.sent_at is not None
+    sent_events = db.session.scalar(sa.select(sa.func.count()).select_from(EmailEvent).where(
+        EmailEvent.campaign_id == campaign.id, EmailEvent.event_type == "email.sent"))
+    assert sent_events == 3
+
+
+def _token_urls(message):
+    html = html_of(message)
+    return {"click": re.search(r"https://mail\.shop\.example(/t/c/[^\"']+/0)", html).group(1),
+            "open": re.search(r"https://mail\.shop\.example(/t/o/[^\"']+\.gif)", html).group(1),
+            "view": re.search(r"https://mail\.shop\.example(/t/v/[^\"']+)\"", html).group(1),
+            "unsubscribe": re.search(r"<https://mail\.shop\.example(/t/u/[^>]+)>", message["List-Unsubscribe"]).group(1)}
+
+
+def test_tracking_links_record_opens_clicks_and_unsubscribes(shop, smtp, app):
+    account, owner = shop
+    ann = add_contacts(account, ("ann@example.org", "active", "Ann"))[0]
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    urls = _token_urls(received(smtp)["ann@example.org"][0])
+    web = app.test_client()
+
+    pixel = web.get(urls["open"])
+    assert pixel.status_code == 200 and pixel.mimetype == "image/gif" and "no-store" in pixel.headers["Cache-Control"]
+    click = web.get(urls["click"])
+    assert click.status_code == 302 and click.headers["Location"] == "https://shop.example/spring?utm=1"
+    web.get(urls["click"])
+    tampered = urls["click"].replace("/t/c/", "/t/c/x", 1)[:-2] + "/0"
+    assert web.get(tampered).status_code == 404
+    assert web.get(urls["click"][:-1] + "9").status_code == 404  # no such link in this email
+
+    db.session.refresh(campaign)
+    assert (campaign.opened_count, campaign.clicked_count) == (1, 1)
+    clicks = db.session.scalars(sa.select(EmailEvent).where(EmailEvent.event_type == "email.clicked")).all()
+    assert len(clicks) == 2 and clicks[0].event_data["url"] == "https://shop.example/spring?utm=1"
+
+    view = web.get(urls["view"])
+    assert view.status_code == 200 and "Hi Ann," in view.get_data(as_text=True)
+    assert "script-src" not in view.headers["Content-Security-Policy"]
+
+    page = web.get(urls["unsubscribe"])
+    assert page.status_code == 200 and "ann@example.org" in page.get_data(as_text=True)
+    db.session.refresh(ann)
+    assert ann.status == "active"  # a link scanner following the link unsubscribes nobody
+    one_click = web.post(urls["unsubscribe"], data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 200
+    db.session.refresh(ann)
+    db.session.refresh(campaign)
+    assert ann.status == "unsubscribed" and campaign.unsubscribed_count == 1
+    assert db.session.scalar(sa.select(Suppression.reason).where(Suppression.email == "ann@example.org")) == "unsubscribed"
+    again = web.post(urls["unsubscribe"])
+    assert again.status_code == 200 and "You are unsubscribed" in again.get_data(as_text=True)
+    db.session.refresh(campaign)
+    assert campaign.unsubscribed_count == 1
+
+
+def test_a_rejected_recipient_is_failed_with_the_reason_and_can_be_resent(shop, smtp):
+    account, owner = shop
+    add_contacts(account, "ann@example.org", "nobody@example.org")
+    smtp.handler.reject["nobody@example.org"] = "550 5.1.1 <nobody@example.org>: mailbox unavailable"
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    db.session.refresh(campaign)
+    assert (campaign.status, campaign.sent_count, campaign.failed_count) == ("sent", 1, 1)
+    failed = db.session.scalars(sending.failed_messages_query(account.id, campaign.id)).one()
+    assert failed.email == "nobody@example.org" and "mailbox unavailable" in failed.error
+
+    del smtp.handler.reject["nobody@example.org"]
+    assert sending.retry_failed(campaign.id) == 1
+    db.session.refresh(campaign)
+    assert (campaign.status, campaign.sent_count, campaign.failed_count) == ("sent", 2, 0)
+    assert sorted(received(smtp)) == ["ann@example.org", "nobody@example.org"]
+
+
+def test_failover_to_the_next_provider_when_the_first_is_down(app, shop, tmp_path):
+    account, owner = shop
+    app.config.update(SMTP_URL=f"smtp://127.0.0.1:{free_port()}", PROVIDERS_SMALL=["smtp", "outbox"])
+    add_contacts(account, "ann@example.org", "bob@example.org")
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    providers = db.session.scalars(sa.select(Message.provider).where(Message.campaign_id == campaign.id)).all()
+    assert providers == ["outbox", "outbox"]
+    assert len(list((tmp_path / "outbox" / str(account.id)).glob("*.eml"))) == 2
+
+
+def test_pause_resume_and_cancel(shop, smtp, monkeypatch):
+    account, owner = shop
+    add_contacts(account, *[f"c{n}@example.org" for n in range(5)])
+    campaign = new_campaign(owner)
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)  # no worker yet
+    campaigns.send_now(owner, campaign.id)
+    campaigns.pause(owner, campaign.id)
+    assert sending.deliver_chunk(campaign.id) == "stopped" and smtp.messages == []
+    monkeypatch.undo()
+    campaigns.resume(owner, campaign.id)
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and len(smtp.messages) == 5
+
+    second = new_campaign(owner, name="Second")
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
+    campaigns.send_now(owner, second.id)
+    campaigns.cancel(owner, second.id)
+    assert sending.deliver_chunk(second.id) == "stopped"
+    statuses = set(db.session.scalars(sa.select(Message.status).where(Message.campaign_id == second.id)))
+    assert statuses == {"cancelled"} and len(smtp.messages) == 5
+
+
+def test_a_dead_workers_claims_are_resent_and_nobody_is_skipped_or_repeated(shop, smtp, monkeypatch):
+    account, owner = shop
+    add_contacts(account, *[f"c{n}@example.org" for n in range(30)])
+    campaign = new_campaign(owner)
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
+    campaigns.send_now(owner, campaign.id)
+    claimed = sending.claim(campaign.id, limit=10)  # a worker claims a batch, then dies before sending
+    assert len(claimed) == 10
+    long_ago = utcnow() - dt.timedelta(minutes=5)
+    db.session.execute(sa.update(Message).where(Message.id.in_(claimed)).values(claimed_at=long_ago))
+    db.session.execute(sa.update(Campaign).where(Campaign.id == campaign.id).values(updated_at=long_ago))
+    db.session.commit()
+    monkeypatch.undo()
+
+    assert sending.resume_stalled() == [campaign.id]
+
+    arrived = received(smtp)
+    assert len(arrived) == 30 and all(len(copies) == 1 for copies in arrived.values())
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and campaign.sent_count == 30
+
+
+def test_an_empty_audience_or_missing_footer_blocks_sending(shop):
+    account, owner = shop
+    campaign = new_campaign(owner, content_html="<p>No footer here</p>")
+    add_contacts(account, "ann@example.org")
+    with pytest.raises(Exception) as caught:
+        campaigns.send_now(owner, campaign.id)
+    assert "unsubscribe" in str(caught.value).lower()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+def test_test_sends_go_out_at_once_with_a_test_subject(shop, smtp):
+    account, owner = shop
+    campaign = new_campaign(owner)
+    results = sending.send_test(owner, campaign.id, ["me@shop.example"])
+    assert results == [{"email": "me@shop.example", "status": "sent", "error": None}]
+    message = received(smtp)["me@shop.example"][0]
+    assert message["Subject"] == "[Test] Spring is here, Alex" and "Hi Alex," in html_of(message)
