@@ -168,6 +168,7 @@ QUERIES = [
     ("tag", "tags contains_none [1]", {"field": "tags", "op": "contains_none", "value": ["tag00"]}),
     ("custom", "custom number gt", {"field": "custom.score", "op": "gt", "value": 900}),
     ("custom", "custom choice eq", {"field": "custom.plan", "op": "eq", "value": "Pro"}),
+    ("custom", "custom text eq (one company)", {"field": "custom.company", "op": "eq", "value": "company 42"}),
     ("custom", "custom date before", {"field": "custom.renewal", "op": "before", "value": "2024-03-01"}),
     ("field", "created_at within_days 30", {"field": "created_at", "op": "within_days", "value": 30}),
     ("field", "created_at within_days 365", {"field": "created_at", "op": "within_days", "value": 365}),

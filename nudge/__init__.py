@@ -63,13 +63,14 @@ def _migrations_dir():
 
 def _register_blueprints(app):
     from nudge.blueprints import (auth, campaigns, contacts, dashboard, editor, imports, media, outbox, segments,
-                                  settings, templates, tracking)
+                                  sending_settings, settings, templates, tracking)
     from nudge.blueprints.api import bp as api_bp
     from nudge.extensions import csrf
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(dashboard.bp)
     app.register_blueprint(settings.bp, url_prefix="/settings")
+    app.register_blueprint(sending_settings.bp, url_prefix="/settings/sending")
     app.register_blueprint(contacts.bp, url_prefix="/contacts")
     app.register_blueprint(imports.bp, url_prefix="/imports")
     app.register_blueprint(segments.bp, url_prefix="/segments")

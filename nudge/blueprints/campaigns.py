@@ -69,7 +69,7 @@ def _next_step(campaign, go, here):
 def _draft_or_page(campaign):
     """Steps edit drafts only: any other campaign shows its page, saying why."""
     if campaign.status != "draft":
-        flash(f"This campaign is {campaign.status}; only drafts can be edited. " + campaigns.HINTS[campaign.status],
+        flash(f"This campaign is {campaign.status}, and only drafts can be edited. " + campaigns.HINTS[campaign.status],
               "info")
         return redirect(url_for("campaigns.show", campaign_id=campaign.id))
     return None

@@ -25,6 +25,7 @@ from nudge.blueprints.settings import local_time
 from nudge.errorhandlers import error_page
 from nudge.errors import DomainError, NotFound, ValidationError, field_error
 from nudge.extensions import db
+from nudge.services import campaigns as campaigns_service
 from nudge.services import email_doc, rendering
 from nudge.services import templates as templates_service
 
@@ -357,6 +358,7 @@ def edit(template_id):
     context = _context(template, doc or email_doc.new_document(), None, code_mode=code_mode, version=version,
                        source=source, code_formats=CODE_FORMATS, warnings=_warnings_for(version),
                        status_kind="saved")
+    context["owner_campaign"] = campaigns_service.campaign_for_template(current_user.account.id, template)
     response = make_response(render_template("editor/edit.html", **context))
     response.headers["Content-Security-Policy"] = EDITOR_CSP
     return response

@@ -12,7 +12,9 @@ ACTIONS = (
     "password.changed", "account.created", "account.updated",
     "team.invited", "team.invitation_revoked", "team.joined", "team.role_changed", "team.removed",
     "api_client.created", "api_client.revoked",
+    "sending.updated",
     "contact.exported",
+    "campaign.sent", "campaign.scheduled", "campaign.cancelled", "campaign.deleted",
 )
 
 

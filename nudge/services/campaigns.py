@@ -48,13 +48,13 @@ FIELDS = ("name", "subject", "from_name", "from_email", "reply_to", "content_htm
 CONTENT_STARTS = ("gallery", "template", "blocks", "mjml", "html")
 # What to do instead, by the status that refused an action.
 HINTS = {
-    "draft": "It is still a draft.",
+    "draft": "Review and send it first.",
     "scheduled": "Unschedule it first (it goes back to draft).",
-    "sending": "It is sending now: pause or cancel it first.",
-    "paused": "It is paused: resume or cancel it.",
-    "sent": "It has been sent; duplicate it to send it again.",
-    "cancelled": "It was cancelled; duplicate it to send it again.",
-    "failed": "It failed; duplicate it to send it again.",
+    "sending": "Pause or cancel it first.",
+    "paused": "Resume or cancel it.",
+    "sent": "Duplicate it to send it again.",
+    "cancelled": "Duplicate it to send it again.",
+    "failed": "Duplicate it to send it again.",
 }
 
 
@@ -183,6 +183,15 @@ def campaign_template(campaign):
     return template
 
 
+def campaign_for_template(account_id, template):
+    """The campaign whose own content a template is (the editor links back to it), or None."""
+    if not is_campaign_template(template):
+        return None
+    return db.session.scalar(sa.select(Campaign).where(Campaign.account_id == account_id,
+                                                       Campaign.template_id == template.id)
+                             .order_by(Campaign.created_at.desc()).limit(1))
+
+
 def current_content(campaign):
     """The content a draft would send now (its template's latest version), or the copy a scheduled or
     sent campaign keeps."""
@@ -219,15 +228,16 @@ def _new_content_template(actor, campaign, start, copy_of):
         if not copy_of:
             raise field_error("copy_of", "Choose the design to start from.")
         return templates.create_template(actor, campaign.account_id, name=name, category=CAMPAIGN_CATEGORY,
-                                         copy_of=copy_of)
+                                         for_campaign=True, copy_of=copy_of)
     if start == "blocks":
-        return templates.create_template(actor, campaign.account_id, name=name, category=CAMPAIGN_CATEGORY)
+        return templates.create_template(actor, campaign.account_id, name=name, category=CAMPAIGN_CATEGORY,
+                                         for_campaign=True)
     if start in ("mjml", "html"):
         source = templates.starter_source(start)
         if start == "html" and campaign.content_html and campaign.template_id is None:
             source = campaign.content_html  # content given through the API becomes editable as code
         return templates.create_template(actor, campaign.account_id, name=name, category=CAMPAIGN_CATEGORY,
-                                         format=start, content_source=source)
+                                         for_campaign=True, format=start, content_source=source)
     raise field_error("start", "Choose a starter design, one of your templates, a blank design or code.")
 
 
@@ -551,7 +561,7 @@ def duplicate_campaign(actor, campaign_id):
     template_id = None
     if is_campaign_template(template):
         template_id = templates.create_template(actor, source.account_id, name=name, category=CAMPAIGN_CATEGORY,
-                                                copy_of=template.id).id
+                                                for_campaign=True, copy_of=template.id).id
     elif template is not None:
         template_id = template.id
     source = get_campaign(actor.account_id, campaign_id)
@@ -704,9 +714,26 @@ def send_now(actor, campaign_id, now=None):
     audit.record("campaign.sent", account_id=campaign.account_id, actor=actor, resources=[f"campaign:{campaign.id}"],
                  meta={"name": campaign.name})
     db.session.commit()
-    _pipeline().start_send(campaign.id)
-    db.session.refresh(campaign)
+    _hand_over(campaign, back_to="draft")
     return campaign
+
+
+def _hand_over(campaign, back_to):
+    """Start the pipeline for a campaign just marked sending. If that fails before any recipient was
+    snapshotted, the campaign goes back to back_to (nothing was sent) and the error propagates."""
+    try:
+        _pipeline().start_send(campaign.id)
+    except Exception:
+        db.session.rollback()
+        snapshotted = db.session.scalar(sa.select(sa.func.count()).select_from(Message)
+                                        .where(Message.campaign_id == campaign.id))
+        if not snapshotted:
+            reverted = {"status": back_to, "started_at": None}
+            if back_to == "draft":
+                reverted["scheduled_at"] = None
+            _move(campaign, ("sending",), **reverted)
+        raise
+    db.session.refresh(campaign)
 
 
 def parse_schedule(account, value, now=None):
@@ -873,7 +900,7 @@ def _start_scheduled(campaign_id, now):
         _move(campaign, ("sending",), status="failed", paused_reason=f"It could not start at its scheduled time: "
                                                                      f"{exc.message}")
         return False
-    _pipeline().start_send(campaign.id)
+    _hand_over(campaign, back_to="scheduled")  # an infrastructure failure: the next run tries again
     return True
 
 

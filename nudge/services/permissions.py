@@ -5,7 +5,7 @@ from nudge.errors import Forbidden
 
 ROLE_PERMISSIONS = {
     "owner": {"*"},
-    "admin": {"campaigns", "contacts", "automations", "analytics", "team", "api_clients", "audit"},
+    "admin": {"campaigns", "contacts", "automations", "analytics", "team", "api_clients", "audit", "sending"},
     "marketer": {"campaigns", "contacts", "automations", "analytics"},
     "viewer": {"campaigns:read", "contacts:read", "analytics:read"},
 }

@@ -21,16 +21,15 @@ from flask import current_app
 
 from nudge.errors import NotFound, ValidationError
 from nudge.extensions import db
-from nudge.models import Account, Campaign, Contact, Message
+from nudge.models import Account, Campaign, Contact, EmailEvent, Message
 from nudge.models.types import utcnow
-from nudge.services import rendering, tracking
+from nudge.services import rendering, sending_settings, tracking
 from nudge.services.dialect import insert as dialect_insert
 from nudge.services.dialect import is_postgres, new_uuid_sql
 
 BATCH = 200
 CHUNK_SECONDS = 10            # a delivery task works this long, then re-enqueues itself
 MAX_ATTEMPTS = 5
-RECOUNT_EVERY = 1.0           # seconds between aggregate refreshes per worker
 MIN_SAMPLE = 100              # sends before failure/bounce rates may pause a campaign
 DEFAULT_PAUSE_FAILURE_RATE = 0.2
 DEFAULT_PAUSE_BOUNCE_RATE = 0.1
@@ -43,9 +42,12 @@ TRANSIENT_STREAK_PAUSE = 50   # consecutive transient failures: every provider i
 def start_send(campaign_id):
     """Snapshot the recipients (one set-based insert) and start the workers; returns the recipient count."""
     from nudge.services import campaigns as campaigns_service
-    campaign = db.session.get(Campaign, campaign_id)
+    campaign = db.session.scalar(sa.select(Campaign).where(Campaign.id == campaign_id).with_for_update())
     if campaign is None:
         raise NotFound("No such campaign.")
+    if campaign.status != "sending":  # cancelled between Send and here: snapshot nobody
+        db.session.commit()
+        return 0
     _, links = tracking.prepare_html(campaign.content_html or "")
     campaign.links = links
     audience = campaigns_service.audience_query(campaign.account_id, campaign.audience).subquery()
@@ -122,27 +124,100 @@ def _batch_rows(ids):
     return pairs
 
 
-def _record(message_id, **values):
-    """Commit one message's result at once (asynchronous commit on PostgreSQL: a killed worker cannot
-    lose a committed row, only a crashed database server could lose the last few milliseconds)."""
-    if is_postgres():
-        db.session.execute(sa.text("SET LOCAL synchronous_commit = off"))
-    db.session.execute(sa.update(Message).where(Message.id == message_id).values(**values),
-                       execution_options={"synchronize_session": False})
-    db.session.commit()
+class Recorder:
+    """Records each message's result the moment it is known. On PostgreSQL: one connection held for the
+    chunk, one UPDATE in autocommit (a single round trip, asynchronous commit: a killed worker cannot lose a
+    committed row — only a crashed database server could lose its last few milliseconds). On SQLite (one
+    writer at a time) through the session, committed per message. The email.sent events and the campaign's
+    counters follow per batch, set-based."""
+
+    def __init__(self):
+        self.postgres = is_postgres()
+        mark = "%s" if self.postgres else "?"
+        self.sent_sql = (f"UPDATE messages SET status = 'sent', provider = {mark}, provider_message_id = {mark}, "
+                         f"sent_at = {mark}, error = NULL WHERE id = {mark}")
+        self.other_sql = (f"UPDATE messages SET status = {mark}, provider = {mark}, error = {mark}, "
+                          f"claimed_at = NULL WHERE id = {mark}")
+        self.defer_sql = (f"UPDATE messages SET status = 'queued', claimed_at = NULL, attempts = attempts - 1 "
+                          f"WHERE id = {mark}")
+        self.connection = None
+        if self.postgres:
+            self.pooled = db.engine.raw_connection()
+            self.connection = self.pooled.driver_connection  # the psycopg2 connection itself
+            self.connection.autocommit = True
+            self._run("SET synchronous_commit = off", ())
+
+    def _run(self, sql, values):
+        if self.connection is None:
+            db.session.connection().exec_driver_sql(sql, values)
+            db.session.commit()
+            return
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql, values)
+        finally:
+            cursor.close()
+
+    def _id(self, message_id):
+        return str(message_id) if self.postgres else message_id.hex
+
+    def _time(self, value):
+        return value if self.postgres else value.isoformat(" ")
+
+    def sent(self, message_id, provider, provider_message_id):
+        self._run(self.sent_sql, (provider, provider_message_id, self._time(utcnow()), self._id(message_id)))
+
+    def failed(self, message_id, provider, error):
+        self._run(self.other_sql, ("failed", provider, (error or "")[:1000], self._id(message_id)))
+
+    def defer(self, message_id):
+        """Back to the queue untried (its domain's rate limit is used up for now)."""
+        self._run(self.defer_sql, (self._id(message_id),))
+
+    def requeue(self, message_id, provider, error):
+        self._run(self.other_sql, ("queued", provider, (error or "")[:1000], self._id(message_id)))
+
+    def close(self):
+        if self.connection is not None:
+            self._run("RESET synchronous_commit", ())
+            self.connection.autocommit = False
+            self.pooled.close()  # back to the pool
 
 
-def record_sent(message, result):
-    from nudge.services import events
+def _sent_event_select(*conditions):
+    """SELECT of email.sent event rows for the sent messages matching conditions."""
     if is_postgres():
-        db.session.execute(sa.text("SET LOCAL synchronous_commit = off"))
-    now = utcnow()
-    db.session.execute(sa.update(Message).where(Message.id == message.id).values(
-        status="sent", provider=result.provider, provider_message_id=result.provider_message_id, sent_at=now,
-        error=None), execution_options={"synchronize_session": False})
-    events.emit(message.account_id, "email.sent", contact_id=message.contact_id, campaign_id=message.campaign_id,
-                data={"message_id": str(message.id), "provider": result.provider})
-    db.session.commit()
+        data = sa.func.jsonb_build_object("message_id", sa.cast(Message.id, sa.Text), "provider", Message.provider)
+    else:
+        data = sa.func.json_object("message_id", Message.id, "provider", Message.provider)
+    return (sa.select(new_uuid_sql(), Message.account_id, Message.campaign_id, Message.contact_id,
+                      sa.literal("email.sent"), data, Message.sent_at)
+            .where(Message.status == "sent", *conditions))
+
+
+def _insert_events(select):
+    return db.session.execute(sa.insert(EmailEvent).from_select(
+        ["id", "account_id", "campaign_id", "contact_id", "event_type", "event_data", "created_at"], select)).rowcount
+
+
+def sent_events_for(message_ids):
+    """email.sent events for the sent messages among these ids, in one INSERT … SELECT."""
+    return _insert_events(_sent_event_select(Message.id.in_(message_ids)))
+
+
+def missing_sent_events(campaign_id):
+    """Sent messages whose email.sent event a killed worker did not get to write: written now."""
+    recorded = sa.select(1).where(EmailEvent.campaign_id == campaign_id, EmailEvent.event_type == "email.sent",
+                                  EmailEvent.contact_id == Message.contact_id)
+    return _insert_events(_sent_event_select(Message.campaign_id == campaign_id, ~sa.exists(recorded)))
+
+
+def add_counts(campaign_id, sent, failed):
+    """Add one batch's results to the campaign's counters (recounted exactly when the campaign finishes)."""
+    if sent or failed:
+        db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id).values(
+            sent_count=Campaign.sent_count + sent, delivered_count=Campaign.delivered_count + sent,
+            failed_count=Campaign.failed_count + failed, updated_at=utcnow()))
 
 
 def touch_claims(campaign_id, ids):
@@ -181,6 +256,7 @@ def _finish(campaign_id):
         Message.campaign_id == campaign_id, Message.status.in_(("queued", "sending"))))
     if busy:
         return False
+    missing_sent_events(campaign_id)
     refresh_counts(campaign_id)
     result = db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "sending")
                                 .values(status="sent", sent_at=utcnow()))
@@ -212,6 +288,16 @@ class CampaignContent:
         self.domain = (campaign.from_email or "nudge.invalid").rsplit("@", 1)[-1]
         self.skeleton = compose_skeleton(from_email=campaign.from_email, from_name=campaign.from_name,
                                          reply_to=campaign.reply_to)
+        self.dkim = sending_settings.dkim_for(campaign.account_id, campaign.from_email)
+
+    def raw(self, outgoing):
+        """The composed bytes of one recipient's email, DKIM-signed when the account has a key."""
+        from nudge.delivery.message import compose, dkim_sign
+        raw = compose(self.skeleton, outgoing)
+        if self.dkim:
+            selector, domain, key = self.dkim
+            raw = dkim_sign(raw, selector, domain, key)
+        return raw
 
     def context(self, message, contact):
         urls = tracking.urls_for(tracking.token_for(message.id, self.campaign_id), self.base_url)
@@ -231,8 +317,11 @@ class CampaignContent:
         subject, html, text, context = self.render(message, contact)
         mailto = f"mailto:{self.from_email}?subject=unsubscribe" if self.from_email else None
         unsubscribe_header = f"<{context['unsubscribe_url']}>" + (f", <{mailto}>" if mailto else "")
+        to_name = " ".join(part for part in ((contact or {}).get("first_name"), (contact or {}).get("last_name"))
+                           if part)
         return OutgoingMessage(
-            from_email=self.from_email, from_name=self.from_name, to_email=message.email, reply_to=self.reply_to,
+            from_email=self.from_email, from_name=self.from_name, to_email=message.email, to_name=to_name,
+            reply_to=self.reply_to,
             subject=subject, html=html, text=text,
             message_id=message_id_for(self.campaign_id, message.contact_id or message.id, self.domain),
             headers=[("List-Unsubscribe", unsubscribe_header),
@@ -277,18 +366,24 @@ _local = threading.local()
 PROVIDER_SETTINGS = ("SMTP_URL", "SES_REGION", "SES_ENDPOINT_URL", "SENDGRID_API_KEY", "SENDGRID_API_URL", "OUTBOX_DIR")
 
 
-def sender_for(campaign_id, size):
-    """This thread's failover sender for a campaign's provider chain (connections stay open across tasks)."""
+def sender_for(account_id, size):
+    """This thread's failover sender for an account's provider chain — its own provider (Settings → Sending)
+    first, then the server's — kept open across tasks until the settings change."""
     from nudge.delivery import selection
+    from nudge.models import SendingConfig
+    from nudge.services import sending_settings
     config = current_app.config
-    names = tuple(selection.providers_for("marketing", size, config))
-    key = (names,) + tuple(config.get(name) for name in PROVIDER_SETTINGS)
+    changed = db.session.scalar(sa.select(SendingConfig.updated_at).where(SendingConfig.account_id == account_id))
+    names, factory = sending_settings.account_providers(account_id, "marketing", size, config)
+    key = (account_id, changed, tuple(names)) + tuple(config.get(name) for name in PROVIDER_SETTINGS)
     senders = getattr(_local, "senders", None)
     if senders is None:
         senders = _local.senders = {}
     sender = senders.get(key)
     if sender is None:
-        sender = senders[key] = selection.FailoverSender(list(names), selection.provider_factory(config))
+        for stale in [k for k in senders if k[0] == account_id]:
+            senders.pop(stale).close()
+        sender = senders[key] = selection.FailoverSender(list(names), factory)
     return sender
 
 
@@ -299,14 +394,21 @@ def _status(campaign_id):
 
 def deliver_chunk(campaign_id, seconds=CHUNK_SECONDS):
     """Claim and send batches for up to `seconds`; returns "done", "stopped" or "more"."""
-    from nudge.delivery.message import compose
+    recorder = Recorder()
+    try:
+        return _deliver(campaign_id, seconds, recorder)
+    finally:
+        recorder.close()
+
+
+def _deliver(campaign_id, seconds, recorder):
     deadline = time.monotonic() + seconds
     content = campaign_content(campaign_id)
     recipients = db.session.scalar(sa.select(Campaign.recipient_count).where(Campaign.id == campaign_id)) or 0
-    sender = sender_for(campaign_id, recipients)
-    last_count = time.monotonic()
-    transient_streak = 0
+    sender = sender_for(content.account_id, recipients)
     heartbeat_seconds = claim_timeout().total_seconds() / 4
+    limiter = domain_limiter()
+    transient_streak = 0
     while time.monotonic() < deadline:
         if _status(campaign_id) != "sending":
             return "stopped"
@@ -315,48 +417,84 @@ def deliver_chunk(campaign_id, seconds=CHUNK_SECONDS):
             _finish(campaign_id)
             return "done"
         rows = _batch_rows(ids)
+        tally = {"sent": 0, "failed": 0, "transient": 0, "deferred": 0}
         last_touch = time.monotonic()
+        stopped = False
         for position, (message, contact) in enumerate(rows):
             if position and position % 50 == 0 and _status(campaign_id) != "sending":
                 release([m.id for m, _ in rows[position:]])
-                return "stopped"
+                stopped = True
+                break
             if time.monotonic() - last_touch > heartbeat_seconds:
                 touch_claims(campaign_id, [m.id for m, _ in rows[position:]])
                 last_touch = time.monotonic()
-            outcome = _send_one(content, sender, message, contact, compose)
+            outcome = _send_one(content, sender, message, contact, recorder, limiter)
+            tally[outcome] += 1
             transient_streak = transient_streak + 1 if outcome == "transient" else 0
             if transient_streak >= TRANSIENT_STREAK_PAUSE:
                 release([m.id for m, _ in rows[position + 1:]])
                 auto_pause(campaign_id, "Every email provider failed for the last "
                                         f"{TRANSIENT_STREAK_PAUSE} emails; check the sending settings, then resume.")
-                return "stopped"
-        if time.monotonic() - last_count >= RECOUNT_EVERY:
-            refresh_counts(campaign_id)
-            last_count = time.monotonic()
-            if check_rates(campaign_id):
-                return "stopped"
-    refresh_counts(campaign_id)
+                stopped = True
+                break
+        sent_events_for(ids)
+        add_counts(campaign_id, tally["sent"], tally["failed"])
+        db.session.commit()
+        if tally["deferred"] and not tally["sent"]:
+            time.sleep(MAX_DOMAIN_WAIT)  # only rate-limited domains are left: let their buckets refill
+        if stopped or check_rates(campaign_id):
+            return "stopped"
     return "more"
 
 
-def _send_one(content, sender, message, contact, compose):
-    """Render, send and record one message; returns "sent", "failed" or "transient"."""
+def domain_limiter():
+    """This process's per-receiving-domain limiter (NUDGE_DOMAIN_RATE_LIMITS), shared by its threads."""
+    from nudge.delivery.ratelimit import DomainLimiter
+    limits = current_app.config.get("DOMAIN_RATE_LIMITS") or {}
+    global _limiter
+    with _content_lock:
+        if _limiter is None or _limiter[0] != limits:
+            _limiter = (dict(limits), DomainLimiter(limits))
+        return _limiter[1]
+
+
+_limiter = None
+MAX_DOMAIN_WAIT = 0.25  # seconds a thread may wait for a domain's next slot; longer, the message goes back
+
+
+def _wait_for_domain(limiter, email):
+    """True when the recipient's domain has a slot now (after at most a short wait)."""
+    wait = limiter.acquire(email.rsplit("@", 1)[-1].lower())
+    if wait <= 0:
+        return True
+    if wait > MAX_DOMAIN_WAIT:
+        return False
+    time.sleep(wait)
+    return limiter.acquire(email.rsplit("@", 1)[-1].lower()) <= 0
+
+
+def _send_one(content, sender, message, contact, recorder, limiter):
+    """Render, send and record one message; returns "sent", "failed", "transient" or "deferred"."""
+    if not _wait_for_domain(limiter, message.email):
+        recorder.defer(message.id)
+        return "deferred"
     try:
         outgoing = content.outgoing(message, contact)
     except ValidationError as exc:
-        _record(message.id, status="failed", error=exc.message[:1000])
+        recorder.failed(message.id, None, exc.message)
         return "failed"
-    result = sender.send(outgoing, compose(content.skeleton, outgoing))
+    raw = content.raw(outgoing) if sender.needs_raw else None
+    result = sender.send(outgoing, raw)
     if result.status == "sent":
-        record_sent(message, result)
+        recorder.sent(message.id, result.provider, result.provider_message_id)
         return "sent"
     if result.status == "permanent" or message.attempts >= MAX_ATTEMPTS:
         error = result.error or "Rejected by the provider."
         if result.status != "permanent":
             error = f"Gave up after {message.attempts} attempts: {error}"
-        _record(message.id, status="failed", provider=result.provider, error=error[:1000])
+        recorder.failed(message.id, result.provider, error)
         return "failed"
-    _record(message.id, status="queued", claimed_at=None, provider=result.provider, error=(result.error or "")[:1000])
+    recorder.requeue(message.id, result.provider, result.error)
     return "transient"
 
 
@@ -468,7 +606,7 @@ def send_test(actor, campaign_id, emails, contact_id=None):
     """Send the campaign's current content to up to five addresses now, personalised for a real contact or
     the sample one; subject prefixed "[Test]". Returns [{"email", "status", "error"}]."""
     from nudge.delivery import selection
-    from nudge.delivery.message import OutgoingMessage, compose, compose_skeleton, message_id_for
+    from nudge.delivery.message import OutgoingMessage, compose, compose_skeleton, dkim_sign, message_id_for
     from nudge.services import campaigns as campaigns_service
     campaign = campaigns_service.get_campaign(actor.account_id, campaign_id)
     account = db.session.get(Account, campaign.account_id)
@@ -487,8 +625,9 @@ def send_test(actor, campaign_id, emails, contact_id=None):
     subject = "[Test] " + " ".join(rendering.TEXT_ENV.from_string(campaign.subject or "").render(context).split())
     skeleton = compose_skeleton(from_email=campaign.from_email, from_name=campaign.from_name,
                                 reply_to=campaign.reply_to)
-    sender = selection.FailoverSender(selection.providers_for("test", 1, current_app.config),
-                                      selection.provider_factory(current_app.config))
+    names, factory = sending_settings.account_providers(campaign.account_id, "test", 1, current_app.config)
+    sender = selection.FailoverSender(names, factory)
+    dkim = sending_settings.dkim_for(campaign.account_id, campaign.from_email)
     results = []
     try:
         for email in emails:
@@ -496,7 +635,10 @@ def send_test(actor, campaign_id, emails, contact_id=None):
                                        reply_to=campaign.reply_to, subject=subject, html=html, text=text,
                                        message_id=message_id_for(campaign.id, uuid.uuid4(), _domain(campaign)),
                                        headers=[("X-Nudge-Test", "1")], account_id=str(campaign.account_id))
-            result = sender.send(outgoing, compose(skeleton, outgoing))
+            raw = compose(skeleton, outgoing) if sender.needs_raw else None
+            if raw is not None and dkim:
+                raw = dkim_sign(raw, *dkim)
+            result = sender.send(outgoing, raw)
             results.append({"email": email, "status": result.status, "error": result.error})
     finally:
         sender.close()

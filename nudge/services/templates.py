@@ -21,6 +21,9 @@ from nudge.services.validation import optional_text, require_text
 
 FORMATS = TEMPLATE_FORMATS
 CATEGORIES = ("Newsletter", "Announcement", "Promotion", "Welcome", "Transactional", "Plain", "Other")
+# A campaign's own content lives in a template of this category (services.campaigns); the Templates
+# list leaves them out and no one else may use the name.
+CAMPAIGN_CATEGORY = "Campaign"
 MAX_SOURCE_BYTES = 500_000
 SORTS = {"updated": Template.updated_at.desc(), "name": Template.name.asc(), "created": Template.created_at.desc()}
 
@@ -40,13 +43,17 @@ class SaveResult:
 # Reading
 
 def templates_query(account_id, *, q=None, category=None, sort="updated"):
-    """The account's own templates, newest change first unless sorted otherwise."""
-    query = sa.select(Template).where(Template.account_id == account_id)
+    """The account's own templates (not campaigns' own content), newest change first unless sorted otherwise."""
+    query = sa.select(Template).where(Template.account_id == account_id, _not_campaign_content())
     if q:
         query = query.where(sa.func.lower(Template.name).contains(q.strip().lower(), autoescape=True))
     if category:
         query = query.where(Template.category == category)
     return query.order_by(SORTS.get(sort, SORTS["updated"]), Template.id)
+
+
+def _not_campaign_content():
+    return sa.or_(Template.category.is_(None), Template.category != CAMPAIGN_CATEGORY)
 
 
 def api_templates_query(account_id, *, q=None, category=None, is_global=None):
@@ -58,6 +65,7 @@ def api_templates_query(account_id, *, q=None, category=None, is_global=None):
         query = query.where(Template.is_global.is_(True))
     else:
         query = query.where(Template.account_id == account_id)
+    query = query.where(_not_campaign_content())
     if q:
         query = query.where(sa.func.lower(Template.name).contains(q.strip().lower(), autoescape=True))
     if category:
@@ -153,8 +161,10 @@ def _check_name(name):
     return require_text(name, "name", "Name", 255)
 
 
-def _check_category(category):
+def _check_category(category, allow_campaign=False):
     category = optional_text(category, "category", "Category", 50)
+    if category == CAMPAIGN_CATEGORY and not allow_campaign:
+        raise field_error("category", "“Campaign” is kept for campaigns' own content: choose another category.")
     return category or None
 
 
@@ -202,13 +212,16 @@ def _copy_source(account_id, copy_of):
 
 
 def create_template(actor, account_id, *, name, category=None, format="blocks", content_json=None,
-                    content_source=None, copy_of=None):
-    """A new template with its version 1: empty, from given content, or a copy of another (gallery) one."""
+                    content_source=None, copy_of=None, for_campaign=False):
+    """A new template with its version 1: empty, from given content, or a copy of another (gallery) one.
+    for_campaign: the content of a campaign (services.campaigns), kept out of the Templates list."""
     permissions.require(actor, "campaigns:write")
     name = _check_name(name)
-    category = _check_category(category)
+    category = _check_category(category, allow_campaign=for_campaign)
     if copy_of:
         format, content_json, content_source, copied_category = _copy_source(account_id, copy_of)
+        if copied_category == CAMPAIGN_CATEGORY and not for_campaign:
+            copied_category = None
         category = category or copied_category
     content_json, content_source, compiled = _compile(_check_format(format), content_json, content_source)
     template = Template(account_id=account_id, name=name, category=category, format=format, is_global=False,
@@ -227,7 +240,7 @@ def update_details(actor, account_id, template_id, *, name=None, category=None):
     if name is not None:
         template.name = _check_name(name)
     if category is not None:
-        template.category = _check_category(category)
+        template.category = _check_category(category, allow_campaign=template.category == CAMPAIGN_CATEGORY)
     template.updated_at = utcnow()
     db.session.commit()
     return template

@@ -11,7 +11,7 @@ from tests.api.conftest import bearer
 from tests.campaign_helpers import READY_HTML, add_contacts, fake_pipeline
 
 SPEC_FIELDS = {"id", "name", "subject", "from_name", "from_email", "reply_to", "content_html", "content_text",
-               "template_id", "status", "scheduled_at", "sent_at", "stats", "created_at", "updated_at"}
+               "template_id", "status", "scheduled_at", "sent_at", "stats", "paused_reason", "created_at", "updated_at"}
 
 
 def ready_payload(**extra):

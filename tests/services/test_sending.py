@@ -267,3 +267,33 @@ def test_test_sends_go_out_at_once_with_a_test_subject(shop, smtp):
     assert results == [{"email": "me@shop.example", "status": "sent", "error": None}]
     message = received(smtp)["me@shop.example"][0]
     assert message["Subject"] == "[Test] Spring is here, Alex" and "Hi Alex," in html_of(message)
+
+
+def test_per_domain_rate_limits_space_out_a_domains_emails(shop, smtp, app):
+    account, owner = shop
+    app.config["DOMAIN_RATE_LIMITS"] = {"slow.example": 5.0}
+    add_contacts(account, *[f"c{n}@slow.example" for n in range(10)], "fast@example.org")
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    sent_at = db.session.scalars(sa.select(Message.sent_at).where(
+        Message.campaign_id == campaign.id, Message.email.like("%@slow.example")).order_by(Message.sent_at)).all()
+    assert len(sent_at) == 10 and len(received(smtp)) == 11
+    # 5 per second with a one-second burst: the last five wait for tokens (load can only stretch this).
+    assert (sent_at[-1] - sent_at[0]).total_seconds() >= 0.7
+
+
+def test_campaign_mail_is_dkim_signed_when_the_account_has_a_key(shop, smtp):
+    import dkim
+
+    from nudge.services import sending_settings
+    account, owner = shop
+    sending_settings.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "nudge",
+                                                         "dkim_key_action": "generate"})
+    name, value = sending_settings.dns_record(sending_settings.get_settings(account.id))
+    add_contacts(account, ("ann@example.org", "active", "Ann"))
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    raw = smtp.messages[0].content
+    assert b"DKIM-Signature:" in raw and b"d=shop.example" in raw
+    assert dkim.verify(raw, dnsfunc=lambda query, timeout=5: value.encode() if query.decode().rstrip(".") == name
+                       else b"")

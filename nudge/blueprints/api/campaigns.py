@@ -69,6 +69,8 @@ CAMPAIGN = schema("Campaign", {
         "updated_at": {"type": "string", "format": "date-time", "readOnly": True},
         "audience": AUDIENCE,
         "stats": STATS,
+        "paused_reason": {"type": ["string", "null"], "readOnly": True,
+                          "description": "Why the campaign paused itself (failure or bounce spike, providers down)."},
         "readiness": {"type": "array", "items": READINESS_ITEM, "readOnly": True,
                       "description": "The checklist before sending (single-campaign responses)."},
     },
@@ -140,7 +142,7 @@ def campaign_json(campaign, *, with_content=True, readiness=None):
         "template_id": str(campaign.template_id) if campaign.template_id else None,
         "status": campaign.status, "scheduled_at": iso(campaign.scheduled_at), "sent_at": iso(campaign.sent_at),
         "created_at": iso(campaign.created_at), "updated_at": iso(campaign.updated_at),
-        "audience": campaign.audience, "stats": campaigns.stats(campaign),
+        "audience": campaign.audience, "stats": campaigns.stats(campaign), "paused_reason": campaign.paused_reason,
     }
     if with_content:
         content = campaigns.current_content(campaign)
@@ -250,7 +252,8 @@ def test_campaign(campaign_id):
     unknown = [key for key in body if key not in ("emails", "contact_id")]
     if unknown:
         raise ValidationError("Unknown fields in the request body.",
-                              [{"field": key, "issue": "Unknown field; allowed: emails, contact_id."} for key in unknown])
+                              [{"field": key, "issue": "Unknown field; allowed: emails, contact_id."}
+                               for key in unknown])
     if "emails" not in body:
         raise field_error("emails", "Required: a list of up to 5 addresses.")
     if isinstance(body["emails"], str):

@@ -73,11 +73,14 @@
     return changes !== savedChanges || fieldTimer !== null || codeDirty;
   }
 
-  function problem(status) {
-    if (!status) return "The server can't be reached. Your changes are still on this page; they are saved when it answers again.";
+  // What went wrong with a request, in plain words: an edit that failed was not made; a save that
+  // failed leaves the changes on this page, to be saved with the next edit or "Try again".
+  function problem(status, saving) {
     if (status === 403) return "Your role does not allow editing this template (or it is a gallery template).";
     if (status === 404) return "This template no longer exists.";
-    return "The server had a problem (" + status + "). Your changes are still on this page; try again in a moment.";
+    var cause = status ? "the server had a problem (" + status + ")" : "the server can't be reached";
+    return saving ? "Not saved: " + cause + ". Your changes are still on this page and are saved with your next edit."
+      : "That change was not made: " + cause + ". Try it again in a moment; everything else is kept.";
   }
 
   document.addEventListener("htmx:configRequest", function (evt) {
@@ -125,7 +128,10 @@
     el.className = "editor-status status-" + kind;
     el.setAttribute("data-state", kind);
     var label = el.querySelector(".status-text");
-    if (label) label.textContent = text;
+    if (label) {
+      label.textContent = text;
+      label.title = kind === "error" ? text : "";
+    }
     var retry = el.querySelector("[data-save-now]");
     if (kind === "error" && !retry && blocksMode) {
       retry = document.createElement("button");
@@ -189,7 +195,7 @@
     } else if (status === 422) {
       editor.setAttribute("data-save-state", "error");
     } else {
-      showStatus("error", "Not saved. " + problem(status));
+      showStatus("error", problem(status, true));
     }
   }
 
@@ -202,7 +208,7 @@
       editor.setAttribute("data-save-state", kind);
       refreshPreview(el.getAttribute("data-preview-url"));
     } else if (status !== 422 && status !== 204) {
-      showStatus("error", "Not saved. " + problem(status));
+      showStatus("error", problem(status, true));
     }
   }
 
@@ -215,6 +221,15 @@
   // Leaving the tab (or the phone's screen turning off) saves at once.
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "hidden" && blocksMode && isDirty()) saveNow(false);
+  });
+
+  // A page closed with changes not yet saved (the warning was answered "Leave") still sends them: a
+  // beacon outlives the page. The CSRF token travels as a form field, since a beacon has no headers.
+  window.addEventListener("pagehide", function () {
+    if (leaving || !blocksMode || changes === savedChanges || !navigator.sendBeacon) return;
+    var body = new FormData(state);
+    body.append("csrf_token", csrfToken());
+    navigator.sendBeacon(urls.saveUrl, body);
   });
 
   /* ---------------------------------------------------------------------
@@ -371,9 +386,10 @@
     }
   }
 
-  function canvasDrawn() {
+  function canvasDrawn(op) {
     paint(stage);
     initSortables();
+    if (op === "update" || op === "settings") return; // typing in the panel: the focus stays there
     var target = null;
     if (focusAfter && focusAfter.added) {
       target = blockEl(selectedId());
@@ -427,7 +443,10 @@
   document.addEventListener("htmx:afterSwap", function (evt) {
     var target = evt.detail.target;
     if (!target) return;
-    if (target.id === "editor-stage") canvasDrawn();
+    if (target.id === "editor-stage") {
+      var params = evt.detail.requestConfig && evt.detail.requestConfig.parameters;
+      canvasDrawn(params && params.op);
+    }
     if (target.id === "editor-panel-slot") panelDrawn();
   });
 
@@ -650,7 +669,7 @@
       headers: { "X-CSRFToken": csrfToken(), "Accept": "application/json" }
     }).then(function (response) {
       return response.json().catch(function () { return {}; }).then(function (data) {
-        if (!response.ok || !data.url) throw new Error(data.error || problem(response.status));
+        if (!response.ok || !data.url) throw new Error(data.error || "the server answered " + response.status + ".");
         return data;
       });
     }).then(function (data) {
@@ -672,6 +691,7 @@
   var tabs = Array.prototype.slice.call(editor.querySelectorAll("[role=tab]"));
 
   function showTab(name, focus) {
+    hideMessage();
     tabs.forEach(function (tab) {
       var on = tab.getAttribute("data-tab") === name;
       tab.setAttribute("aria-selected", on ? "true" : "false");

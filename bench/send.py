@@ -1,0 +1,228 @@
+"""Campaign send throughput: N recipients through one `nudge worker` to Postfix's smtp-sink, end to end.
+
+    .venv/bin/python bench/send.py                          # 100,000 recipients, worker -w 4 (threads)
+    .venv/bin/python bench/send.py --recipients 20000 --workers 8
+
+Builds the PostgreSQL database `nudge_bench_send` with the real migrations, an account with N active
+contacts (one INSERT … SELECT) and a campaign whose content is the gallery newsletter (~48 KB of HTML, 11
+tracked links, personalised per recipient). Starts `smtp-sink -u nobody 127.0.0.1:2526 1000` and one
+`nudge worker` process (PostgreSQL + Redis, provider smtp), then presses Send through the service
+(campaigns.send_now: checks, content freeze, the set-based snapshot into messages, enqueue) and measures
+- first email: from the Send call to the first message's sent_at;
+- throughput: recipients / (last sent_at - Send), in emails per minute;
+- the worker's peak RSS (VmHWM of the worker process and its children).
+Then runs the same sink's ceiling (a raw smtplib blast of prebuilt messages, as many threads as the
+worker has) and prints the pipeline / ceiling ratio. Targets (issue 5): >= 100,000 emails/min, first
+email < 1 s, worker peak RSS < 150 MB.
+"""
+import argparse
+import datetime as dt
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SERVER = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+DATABASE = "nudge_bench_send"
+REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/9")
+SINK_PORT = 2526
+
+
+def admin(statement):
+    import psycopg2
+    conn = psycopg2.connect(SERVER + "/postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(statement)
+    conn.close()
+
+
+def environment(instance, workers):
+    return dict(os.environ, NUDGE_DATABASE_URL=f"{SERVER}/{DATABASE}", NUDGE_REDIS_URL=REDIS,
+                NUDGE_INSTANCE_PATH=instance, NUDGE_SMTP_URL=f"smtp://127.0.0.1:{SINK_PORT}",
+                NUDGE_PROVIDERS_SMALL="smtp", NUDGE_PROVIDERS_BULK="smtp", NUDGE_SEND_WORKERS=str(workers),
+                NUDGE_BASE_URL="https://mail.bench.example", NUDGE_LOG_LEVEL="WARNING")
+
+
+def start_sink():
+    sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+    if not os.path.exists(sink):
+        sys.exit("smtp-sink not found: apt-get install -y postfix")
+    process = subprocess.Popen([sink, "-u", "nobody", f"127.0.0.1:{SINK_PORT}", "1000"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(50):
+        try:
+            smtplib.SMTP("127.0.0.1", SINK_PORT, timeout=1).quit()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("smtp-sink did not start")
+
+
+def prepare(env, recipients):
+    """A fresh database: account, N contacts, a draft campaign with the gallery newsletter."""
+    admin(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    admin(f'CREATE DATABASE "{DATABASE}"')
+    nudge = os.path.join(os.path.dirname(sys.executable), "nudge")
+    subprocess.run([nudge, "db", "upgrade"], env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("NUDGE_")})
+    import sqlalchemy as sa
+
+    from nudge import create_app
+    from nudge.extensions import db
+    from nudge.services import accounts, campaigns, rendering, templates
+    app = create_app()
+    context = app.app_context()
+    context.push()
+    account, owner = accounts.create_account(name="Juniper & Co.", email="owner@bench.example",
+                                             password="Bench-Password-42!", plan="starter", owner_name="Owner")
+    account.postal_address = "12 Orchard Lane, Portland, OR 97201"
+    account.monthly_email_limit = recipients * 2
+    db.session.commit()
+    db.session.execute(sa.text("""
+        INSERT INTO contacts (id, account_id, email, first_name, last_name, status, subscription_date,
+                              custom_fields, tags, source, created_at, updated_at)
+        SELECT gen_random_uuid(), :account, 'user' || i || '@example' || (i % 50) || '.com',
+               (ARRAY['Ann','Bob','Chloé','Dmitri','Eva','Farid','Grace','Hiro'])[1 + i % 8], 'Last' || (i % 1000),
+               'active', now(), '{}'::jsonb, ARRAY['customer'], 'bench', now(), now()
+        FROM generate_series(1, :n) AS i"""), {"account": str(account.id), "n": recipients})
+    db.session.commit()
+    templates.sync_gallery()
+    newsletter = next(t for t in templates.list_gallery() if t.slug == "newsletter")
+    html = templates.latest_version(newsletter.id).content_html
+    campaign = campaigns.create_campaign(owner, {
+        "name": "Bench newsletter", "subject": "Spring news for {{ contact.first_name }}",
+        "from_email": "news@juniper.example", "from_name": "Juniper & Co.", "content_html": html,
+        "audience": {"all": True}})
+    return app, context, owner, campaign, rendering
+
+
+def peak_rss_mb(pid):
+    """VmHWM of a process and its children, in MB."""
+    total = 0
+    pids = [pid]
+    try:
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(child) for child in children]
+    except OSError:
+        pass
+    for one in pids:
+        try:
+            with open(f"/proc/{one}/status") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def watch_rss(pid, stop, result):
+    while not stop.is_set():
+        result[0] = max(result[0], peak_rss_mb(pid))
+        time.sleep(0.5)
+
+
+def ceiling(messages, threads):
+    """A raw smtplib blast of prebuilt messages at the same sink: messages per second."""
+    from nudge.delivery.message import OutgoingMessage, compose, compose_skeleton
+    body = "<p>" + "Spring news " * 3000 + "</p>"
+    skeleton = compose_skeleton("news@juniper.example", "Juniper & Co.")
+    raws = [compose(skeleton, OutgoingMessage(from_email="news@juniper.example", to_email=f"u{i}@example.com",
+                                              subject="Spring news", html=body, text=body,
+                                              message_id=f"<c.{i}@juniper.example>"))
+            for i in range(messages)]
+    chunks = [raws[i::threads] for i in range(threads)]
+
+    def blast(chunk):
+        client = smtplib.SMTP("127.0.0.1", SINK_PORT)
+        for index, raw in enumerate(chunk):
+            client.sendmail("news@juniper.example", [f"u{index}@example.com"], raw)
+        client.quit()
+    workers = [threading.Thread(target=blast, args=(chunk,)) for chunk in chunks]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return messages / (time.perf_counter() - started)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=4, help="worker threads of the one `nudge worker`")
+    parser.add_argument("--worker-type", default="thread", choices=["thread", "process"])
+    args = parser.parse_args()
+
+    instance = tempfile.mkdtemp(prefix="nudge-bench-send-")
+    env = environment(instance, args.workers)
+    sink = start_sink()
+    import redis
+    redis.Redis.from_url(REDIS).flushdb()
+    print(f"preparing {args.recipients:,} contacts and the campaign …", flush=True)
+    app, context, owner, campaign, _ = prepare(env, args.recipients)
+
+    nudge = os.path.join(os.path.dirname(sys.executable), "nudge")
+    worker = subprocess.Popen([nudge, "worker", "-w", str(args.workers), "-k", args.worker_type, "--no-periodic"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    time.sleep(3)  # the consumer is up and idle
+    rss, stop_rss = [0.0], threading.Event()
+    threading.Thread(target=watch_rss, args=(worker.pid, stop_rss, rss), daemon=True).start()
+
+    import sqlalchemy as sa
+
+    from nudge.extensions import db
+    from nudge.models import Campaign, Message
+    from nudge.services import campaigns
+    try:
+        send_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        started = time.perf_counter()
+        campaigns.send_now(owner, campaign.id)
+        print(f"send_now (checks, content freeze, snapshot, enqueue): {time.perf_counter() - started:.2f} s",
+              flush=True)
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            db.session.rollback()
+            status, sent = db.session.execute(sa.select(Campaign.status, Campaign.sent_count)
+                                              .where(Campaign.id == campaign.id)).one()
+            if status != "sending":
+                break
+            time.sleep(0.5)
+        db.session.rollback()
+        first, last, sent, failed = db.session.execute(sa.select(
+            sa.func.min(Message.sent_at), sa.func.max(Message.sent_at),
+            sa.func.count().filter(Message.status == "sent"), sa.func.count().filter(Message.status == "failed"))
+            .where(Message.campaign_id == campaign.id)).one()
+    finally:
+        stop_rss.set()
+        peak = max(rss[0], peak_rss_mb(worker.pid))
+        os.killpg(worker.pid, signal.SIGINT)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+    seconds = (last - send_at).total_seconds()
+    rate = sent / seconds * 60
+    print(f"campaign status: {status}; sent {sent:,}, failed {failed:,}")
+    print(f"first email after Send: {(first - send_at).total_seconds() * 1000:.0f} ms")
+    print(f"Send -> last email: {seconds:.1f} s = {rate:,.0f} emails/min ({rate / 60:,.0f}/s)")
+    print(f"worker peak RSS ({args.worker_type} x {args.workers}): {peak:.0f} MB")
+    blast = ceiling(min(20_000, args.recipients), args.workers)
+    print(f"raw smtplib blast at the same sink, {args.workers} threads: {blast * 60:,.0f}/min ({blast:,.0f}/s); "
+          f"pipeline / ceiling = {rate / 60 / blast:.0%}")
+    context.pop()
+    sink.terminate()
+
+
+if __name__ == "__main__":
+    main()
