@@ -10,8 +10,12 @@ the contact's Message row, and computes a real click URL with services.tracking.
 No job consumer runs during the load, so each click pays exactly what a recipient's click pays: verify
 the token, look up the link (per-process cache), enqueue the record task, redirect.
 
-wrk (Debian package wrk), 2 threads and 16 keep-alive connections, warms both routes up, then drives each
-for 15 s with --latency, and the script prints req/s, p50 and p99 of both and the click / bare ratio.
+wrk (Debian package wrk) warms both routes up, then drives each for 15 s with --latency, twice:
+- saturated: 2 threads, 16 connections (more than the 2 workers can serve, so latency is mostly queueing
+  and follows the per-request cost);
+- light: 1 thread, 2 connections (about one request in flight per worker: latency is the service time).
+It prints req/s, p50 and p99 of both routes, the gunicorn workers' CPU time per request (read from /proc,
+so less sensitive than latency to other work on the machine) and the click / bare ratios.
 Afterwards it starts a `nudge worker`, lets it drain the queue and prints the clicks recorded in
 email_events against the click requests the server answered.
 """
@@ -123,16 +127,34 @@ def get(port, path):
 
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def wrk(port, path, seconds, connections, threads):
-    """Run wrk against one path; returns {requests, rps, p50, p99 (ms), errors}."""
+def workers_cpu_seconds(master_pid):
+    """User + system CPU time of gunicorn's worker processes so far."""
+    children = subprocess.run(["pgrep", "-P", str(master_pid)], capture_output=True, text=True).stdout.split()
+    total = 0
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except FileNotFoundError:
+            pass
+    return total / TICKS
+
+
+def wrk(port, path, seconds, connections, threads, master_pid):
+    """Run wrk against one path; returns {requests, rps, p50, p99 (ms), cpu (server µs per request), errors}."""
+    cpu_before = workers_cpu_seconds(master_pid)
     out = subprocess.run(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
                           f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
     result = {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
               "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
               "errors": " ".join(line.strip() for line in out.splitlines()
                                  if line.strip().startswith(("Non-2xx", "Socket errors")))}
+    result["cpu"] = (workers_cpu_seconds(master_pid) - cpu_before) / max(result["requests"], 1) * 1e6
+    result["load"] = os.getloadavg()[0]
     for pct in (50, 99):
         value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
         result[f"p{pct}"] = float(value) * UNITS[unit]
@@ -182,13 +204,54 @@ def drain(env, campaign_id, expected, timeout=900):
             os.killpg(worker.pid, signal.SIGKILL)
 
 
+ROUTES = (("bare", "GET /bench/bare (bare 302)"), ("click", "GET /t/c/<token>/<index>"))
+
+
+def measure(port, paths, args, master_pid):
+    """Warm both routes up, then drive each for args.seconds, saturated and lightly loaded.
+    Returns ({(phase, route): result}, click requests wrk counted)."""
+    phases = (("saturated", args.connections, args.threads), ("light", args.light_connections, 1))
+    results, counted = {}, 0
+    for name, _ in ROUTES:
+        warm = wrk(port, paths[name], args.warmup, args.connections, args.threads, master_pid)
+        counted += warm["requests"] if name == "click" else 0
+    for phase, connections, threads in phases:
+        if connections <= 0:
+            continue
+        for name, _ in ROUTES:
+            result = wrk(port, paths[name], args.seconds, connections, threads, master_pid)
+            results[(phase, name)] = dict(result, connections=connections, threads=threads)
+            counted += result["requests"] if name == "click" else 0
+    return results, counted
+
+
+def report(results, args, profile):
+    print(f"gunicorn {args.workers} sync workers, wrk {args.seconds} s per route after a {args.warmup} s warm-up, "
+          f"{profile}, no job consumer running")
+    print(f"  {'phase':<22} {'route':<28} {'req/s':>7} {'p50':>9} {'p99':>9} {'CPU/req':>9} {'load':>5}  requests")
+    for phase in ("saturated", "light"):
+        if (phase, "bare") not in results:
+            continue
+        for name, label in ROUTES:
+            r = results[(phase, name)]
+            where = f"{phase} (-t{r['threads']} -c{r['connections']})"
+            print(f"  {where:<22} {label:<28} {r['rps']:>7,.0f} {r['p50']:>6.2f} ms {r['p99']:>6.2f} ms "
+                  f"{r['cpu']:>6,.0f} µs {r['load']:>5.1f}  {r['requests']:,}"
+                  + (f"  ({r['errors']})" if r["errors"] else ""))
+        bare, click = results[(phase, "bare")], results[(phase, "click")]
+        print(f"  {'':<22} click / bare: p50 {click['p50'] / bare['p50']:.2f}x, p99 {click['p99'] / bare['p99']:.2f}x, "
+              f"req/s {click['rps'] / bare['rps']:.2f}x, server CPU per request {click['cpu'] / bare['cpu']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sqlite", action="store_true", help="SQLite database and SqliteHuey instead of PG + Redis")
-    parser.add_argument("--seconds", type=int, default=15, help="wrk duration per route")
+    parser.add_argument("--seconds", type=int, default=15, help="wrk duration per route and phase")
     parser.add_argument("--warmup", type=int, default=3, help="wrk warm-up per route, seconds")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections, saturated phase")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads, saturated phase")
+    parser.add_argument("--light-connections", type=int, default=2,
+                        help="wrk connections of the lightly loaded phase (one thread); 0 skips it")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
     parser.add_argument("--port", type=int, default=5110)
     args = parser.parse_args()
@@ -200,38 +263,22 @@ def main():
     profile = "SQLite + SqliteHuey" if args.sqlite else "PostgreSQL + Redis (PriorityRedisHuey)"
     print(f"{profile}: preparing the database …", flush=True)
     context, campaign_id, click_path = prepare(env, args.sqlite)
+    paths = {"bare": "/bench/bare", "click": click_path}
     server = start_server(env, args.port, args.workers)
-    results = {}
     try:
-        for name, path in (("bare", "/bench/bare"), ("click", click_path)):
+        for name, path in paths.items():
             status, location = get(args.port, path)
             if status != 302 or location != LINKS[TARGET_INDEX]:
                 sys.exit(f"{name}: expected a 302 to {LINKS[TARGET_INDEX]}, got {status} {location}")
-        answered_clicks = 1
-        for name, path in (("bare", "/bench/bare"), ("click", click_path)):
-            warm = wrk(args.port, path, args.warmup, args.connections, args.threads)
-            results[name] = wrk(args.port, path, args.seconds, args.connections, args.threads)
-            if name == "click":
-                answered_clicks += warm["requests"] + results[name]["requests"]
+        results, counted = measure(args.port, paths, args, server.pid)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()
+    counted += 1  # the check above
     queued = pending()
-
-    print(f"gunicorn {args.workers} sync workers, wrk -t{args.threads} -c{args.connections} -d{args.seconds}s "
-          f"(after a {args.warmup} s warm-up), {profile}, no job consumer running")
-    print(f"  {'route':<32} {'req/s':>8} {'p50':>9} {'p99':>9}  requests")
-    labels = {"bare": "GET /bench/bare (bare 302)", "click": "GET /t/c/<token>/<index>"}
-    for name in ("bare", "click"):
-        r = results[name]
-        print(f"  {labels[name]:<32} {r['rps']:>8,.0f} {r['p50']:>6.2f} ms {r['p99']:>6.2f} ms  {r['requests']:,}"
-              + (f"  ({r['errors']})" if r["errors"] else ""))
-    bare, click = results["bare"], results["click"]
-    print(f"  click / bare: p50 {click['p50'] / bare['p50']:.2f}x, p99 {click['p99'] / bare['p99']:.2f}x, "
-          f"req/s {click['rps'] / bare['rps']:.2f}x")
-
+    report(results, args, profile)
     print(f"record tasks queued: {queued:,} (click requests counted by wrk, warm-up and check included: "
-          f"{answered_clicks:,}; each wrk run leaves up to {args.connections} answered but uncounted when it stops)")
+          f"{counted:,}; each wrk run leaves the requests in flight when it stops answered but uncounted)")
     seconds = drain(env, campaign_id, queued)
     events, unique = recorded_clicks(campaign_id)
     print(f"after a `nudge worker` ran {seconds:.1f} s: {events:,} email.clicked events recorded "

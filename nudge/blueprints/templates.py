@@ -191,7 +191,8 @@ def versions(template_id):
     template = _get(template_id)
     history = templates_service.list_versions(current_user.account.id, template.id)
     return render("templates/versions.html", template=template, history=history, account=current_user.account,
-                  local_time=local_time, can_write=_can_write() and not template.is_global)
+                  local_time=local_time, can_write=_can_write() and not template.is_global,
+                  categories=templates_service.CATEGORIES)
 
 
 @bp.route("/<uuid:template_id>/versions/<int:number>")

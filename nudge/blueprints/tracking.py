@@ -75,25 +75,46 @@ def view_in_browser(token):
 def unsubscribe(token):
     """GET: a page with one button (mail scanners follow links; they must not unsubscribe anyone).
     POST: from that page, or RFC 8058 one-click from the mailbox provider (List-Unsubscribe=One-Click)."""
+    message = _message_or_404(token)
+    if request.method == "GET":
+        state = "unsubscribed" if _status(message) == "unsubscribed" else "confirm"
+        return _preferences_page(token, message, state)
+    one_click = request.form.get("List-Unsubscribe") == "One-Click"
+    ip, user_agent = _client()
+    tracking.unsubscribe(message.id, source="one_click" if one_click else "link", ip=ip, user_agent=user_agent)
+    if one_click:
+        return "", 200
+    return _preferences_page(token, message, "unsubscribed")
+
+
+@bp.route("/t/p/<token>", methods=["GET", "POST"])
+def preferences(token):
+    """The recipient's subscription: subscribed (with an unsubscribe button) or unsubscribed (with a way
+    back in, unless the address bounced, complained or was suppressed by the sender)."""
+    message = _message_or_404(token)
+    if request.method == "POST" and request.form.get("action") == "subscribe":
+        state = "resubscribed" if tracking.resubscribe(message.id) else "cannot_resubscribe"
+        return _preferences_page(token, message, state)
+    return _preferences_page(token, message, "unsubscribed" if _status(message) == "unsubscribed" else "subscribed")
+
+
+def _message_or_404(token):
     message_id, _ = _ids_or_404(token)
     message = tracking.message_for(message_id)
     if message is None:
         abort(404)
-    if request.method == "GET":
-        return _unsubscribe_page(token, message, done=False)
-    one_click = request.form.get("List-Unsubscribe") == "One-Click"
-    ip, user_agent = _client()
-    tracking.unsubscribe(message_id, source="one_click" if one_click else "link", ip=ip, user_agent=user_agent)
-    if one_click:
-        return "", 200
-    return _unsubscribe_page(token, message, done=True)
+    return message
 
 
-def _unsubscribe_page(token, message, done):
-    account = tracking.account_for(message)
-    response = make_response(render_template("tracking/unsubscribe.html", token=token, email=message.email,
-                                             account=account, done=done))
+def _status(message):
+    contact = tracking.contact_for(message)
+    return contact.status if contact is not None else "unsubscribed"
+
+
+def _preferences_page(token, message, state):
+    response = make_response(render_template(
+        "tracking/unsubscribe.html", token=token, email=message.email, state=state,
+        sender=tracking.sender_name(message), account=tracking.account_for(message)))
     response.headers["Cache-Control"] = NO_CACHE
     response.headers["X-Robots-Tag"] = "noindex"
     return response
-

@@ -496,6 +496,15 @@ def change_status_for_unsubscribe(contact, *, campaign_id, source):
     _change_status(contact, "unsubscribed", campaign_id=campaign_id, source=source)
 
 
+def change_status_for_resubscribe(contact, *, campaign_id):
+    """A recipient subscribed again from an email's preferences page; the caller commits."""
+    previous = contact.status
+    contact.status = "active"
+    contact.unsubscribed_at = None
+    events.emit(contact.account_id, "contact.subscribed", contact_id=contact.id, campaign_id=campaign_id,
+                data={"previous_status": previous, "source": "preferences_page"})
+
+
 def unsubscribe_contact(actor, contact_id):
     """Mark the contact unsubscribed and put the address on the suppression list."""
     permissions.require(actor, "contacts:write")

@@ -67,7 +67,7 @@ def urls_for(token, base_url):
         "open_url": f"{base_url}/t/o/{token}.gif",
         "click_base": f"{base_url}/t/c/{token}",
         "unsubscribe_url": f"{base_url}/t/u/{token}",
-        "preferences_url": f"{base_url}/t/u/{token}",
+        "preferences_url": f"{base_url}/t/p/{token}",
         "view_in_browser_url": f"{base_url}/t/v/{token}",
     }
 
@@ -179,6 +179,37 @@ def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
         _bump(message.campaign_id, unsubscribed_count=1)
     db.session.commit()
     return contact.email
+
+
+def resubscribe(message_id):
+    """A recipient who unsubscribed themselves subscribes again from the preferences page. Bounced or
+    complained addresses, and ones the team suppressed, stay suppressed. Returns the contact or None."""
+    from nudge.models import Suppression
+    from nudge.services.contacts import change_status_for_resubscribe
+    message = message_for(message_id)
+    contact = db.session.get(Contact, message.contact_id) if message and message.contact_id else None
+    if contact is None or contact.status != "unsubscribed":
+        return None
+    reason = db.session.scalar(sa.select(Suppression.reason).where(Suppression.account_id == contact.account_id,
+                                                                   Suppression.email == contact.email))
+    if reason not in (None, "unsubscribed"):
+        return None
+    db.session.execute(sa.delete(Suppression).where(Suppression.account_id == contact.account_id,
+                                                    Suppression.email == contact.email))
+    change_status_for_resubscribe(contact, campaign_id=message.campaign_id)
+    db.session.commit()
+    return contact
+
+
+def contact_for(message):
+    return db.session.get(Contact, message.contact_id) if message.contact_id else None
+
+
+def sender_name(message):
+    """Who the recipient knows the email from: the campaign's From name, else the account's name."""
+    from nudge.models import Account
+    name = db.session.scalar(sa.select(Campaign.from_name).where(Campaign.id == message.campaign_id))
+    return name or db.session.scalar(sa.select(Account.name).where(Account.id == message.account_id))
 
 
 def account_for(message):

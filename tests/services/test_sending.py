@@ -173,8 +173,17 @@ def test_tracking_links_record_opens_clicks_and_unsubscribes(shop, smtp, app):
     assert db.session.scalar(sa.select(Suppression.reason).where(Suppression.email == "ann@example.org")) == "unsubscribed"
     again = web.post(urls["unsubscribe"])
     assert again.status_code == 200 and "You are unsubscribed" in again.get_data(as_text=True)
+    assert "Shop News" in again.get_data(as_text=True)  # the From name the recipient knows
     db.session.refresh(campaign)
     assert campaign.unsubscribed_count == 1
+
+    preferences = urls["unsubscribe"].replace("/t/u/", "/t/p/")
+    assert "Subscribe again" in web.get(preferences).get_data(as_text=True)
+    back = web.post(preferences, data={"action": "subscribe"})
+    assert "You are subscribed again" in back.get_data(as_text=True)
+    db.session.refresh(ann)
+    assert ann.status == "active"
+    assert db.session.scalar(sa.select(Suppression.reason).where(Suppression.email == "ann@example.org")) is None
 
 
 def test_a_rejected_recipient_is_failed_with_the_reason_and_can_be_resent(shop, smtp):
@@ -297,3 +306,18 @@ def test_campaign_mail_is_dkim_signed_when_the_account_has_a_key(shop, smtp):
     assert b"DKIM-Signature:" in raw and b"d=shop.example" in raw
     assert dkim.verify(raw, dnsfunc=lambda query, timeout=5: value.encode() if query.decode().rstrip(".") == name
                        else b"")
+
+
+def test_a_bounced_address_cannot_subscribe_again_from_the_preferences_page(shop, smtp, app):
+    account, owner = shop
+    ann = add_contacts(account, ("ann@example.org", "active", "Ann"))[0]
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    preferences = _token_urls(received(smtp)["ann@example.org"][0])["unsubscribe"].replace("/t/u/", "/t/p/")
+    ann.status = "unsubscribed"
+    suppressions.suppress(account.id, ["ann@example.org"], "hard_bounce")
+    db.session.commit()
+    answer = app.test_client().post(preferences, data={"action": "subscribe"})
+    assert "cannot be subscribed again" in answer.get_data(as_text=True)
+    db.session.refresh(ann)
+    assert ann.status == "unsubscribed"

@@ -157,3 +157,11 @@ def test_delete_removes_the_template(owner_client):
     assert client.post(f"/templates/{template.id}/delete").status_code == 302
     html = client.get("/templates/").get_data(as_text=True)
     assert "Template “Gone soon” deleted." in html and "No templates yet" in html
+
+
+def test_saving_details_on_the_history_page_keeps_the_category(owner_client):
+    client, account, owner = owner_client
+    template = templates.create_template(owner, account.id, name="News", category="Newsletter")
+    html = client.get(f"/templates/{template.id}/versions").get_data(as_text=True)
+    for name in templates.CATEGORIES:
+        assert f"<option{' selected' if name == 'Newsletter' else ''}>{name}</option>" in html
