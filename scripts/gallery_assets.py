@@ -171,7 +171,7 @@ def product_vase() -> str:
     """Product tile: a speckled stoneware vase."""
     dots = "".join(f'<circle cx="{x}" cy="{y}" r="3" fill="{WOOD_DARK}" opacity="0.5"/>'
                    for x, y in ((270, 330), (330, 300), (300, 390), (250, 430), (350, 370), (310, 470), (280, 250)))
-    body = (f'<circle cx="300" cy="300" r="210" fill="#cfe0ca"/>'
+    body = ('<circle cx="300" cy="300" r="210" fill="#cfe0ca"/>'
             + vase(300, 520, 220, 300, WHITE) + dots + sprig(290, 220, 1.0, -8) + sprig(310, 220, 0.9, 20)
             + f'<rect x="0" y="520" width="600" height="80" fill="{SAND}"/>')
     return svg(600, 600, body, CREAM)
@@ -179,7 +179,7 @@ def product_vase() -> str:
 
 def product_candle() -> str:
     """Product tile: a juniper-scented candle."""
-    body = (f'<circle cx="300" cy="300" r="210" fill="#e3ecdf"/>'
+    body = ('<circle cx="300" cy="300" r="210" fill="#e3ecdf"/>'
             + candle(300, 520, GREEN) + sprig(140, 520, 1.0, -20) + sprig(460, 520, 1.0, 24, berries=False)
             + f'<rect x="0" y="520" width="600" height="80" fill="{SAND}"/>')
     return svg(600, 600, body, CREAM)
@@ -187,7 +187,7 @@ def product_candle() -> str:
 
 def product_planter() -> str:
     """Product tile: a terracotta planter with a juniper bonsai."""
-    body = (f'<circle cx="300" cy="300" r="210" fill="#e3ecdf"/>'
+    body = ('<circle cx="300" cy="300" r="210" fill="#e3ecdf"/>'
             + sprig(300, 400, 1.5, -30) + sprig(300, 400, 1.7, 4) + sprig(300, 400, 1.4, 36, berries=False)
             + pot(300, 520, 260, 150, TERRACOTTA, CLAY)
             + f'<rect x="0" y="520" width="600" height="80" fill="{SAND}"/>')
@@ -210,7 +210,7 @@ def studio_front() -> str:
         f'<circle cx="800" cy="412" r="7" fill="{SUN}"/>'
         + vase(450, 480, 60, 100, TERRACOTTA) + pot(530, 480, 70, 60, CREAM, WHITE)
         + sprig(530, 420, 0.6, -10) + sprig(450, 382, 0.5, 10, berries=False)
-        + f'<rect x="0" y="520" width="1200" height="80" fill="#c9c4f2"/>'
+        + '<rect x="0" y="520" width="1200" height="80" fill="#c9c4f2"/>'
         + f'<rect x="0" y="516" width="1200" height="10" fill="{indigo}" opacity="0.35"/>'
         + pot(260, 520, 110, 90, TERRACOTTA, CLAY) + sprig(260, 432, 1.2, -14) + sprig(260, 432, 1.0, 18, berries=False)
         + pot(940, 520, 110, 90, TERRACOTTA, CLAY) + sprig(940, 432, 1.2, 12) + sprig(940, 432, 1.0, -20, berries=False)
@@ -237,7 +237,7 @@ def promotion_hero() -> str:
            f'<rect x="690" y="200" width="40" height="300" fill="{deep}"/>'
            f'<path d="M710,200 C640,110 590,170 630,200 Z" fill="{deep}"/>'
            f'<path d="M710,200 C780,110 830,170 790,200 Z" fill="{deep}"/>')
-    body = (f'<circle cx="710" cy="330" r="250" fill="#ec7451"/>' + confetti + tag + box
+    body = ('<circle cx="710" cy="330" r="250" fill="#ec7451"/>' + confetti + tag + box
             + sprig(920, 500, 1.3, 20, color=WHITE, berries=False)
             + f'<circle cx="980" cy="430" r="9" fill="{SUN}"/>')
     return svg(1200, 560, body, coral)

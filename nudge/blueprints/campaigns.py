@@ -6,7 +6,7 @@ import datetime as dt
 from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
 from flask_login import current_user, login_required
 
-from nudge.blueprints.common import field_errors, paginate, render, require_permission
+from nudge.blueprints.common import duration, field_errors, paginate, render, require_permission
 from nudge.blueprints.settings import local_time
 from nudge.blueprints.templates import preview_response
 from nudge.errors import Conflict, DomainError, LimitExceeded, NotFound, ValidationError
@@ -23,17 +23,6 @@ FIX_STEPS = {"subject_missing": "details", "from_email_missing": "details", "aud
              "segment_missing": "audience", "no_recipients": "audience", "content_missing": "content",
              "unsubscribe_missing": "content", "postal_address_missing": "content"}
 STATUS_FILTERS = ("draft", "scheduled", "sending", "paused", "sent", "cancelled", "failed")
-
-
-def duration(seconds):
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def number(value):

@@ -93,3 +93,15 @@ def paginate(query, page, per_page=50):
     total = count_rows(query)
     page = min(page, max(1, -(-total // per_page)))
     return Pagination(fetch_page(query, page, per_page), total, page, per_page)
+
+
+def duration(seconds):
+    """A human duration for progress pages: "42 s", "3 min 5 s", "1 h 20 min" ("—" when unknown)."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

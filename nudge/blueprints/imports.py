@@ -7,7 +7,7 @@ from flask import Blueprint, Response, abort, redirect, request, stream_with_con
 from flask_login import current_user, login_required
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from nudge.blueprints.common import client_ip, field_errors, paginate, render, require_permission
+from nudge.blueprints.common import client_ip, duration, field_errors, paginate, render, require_permission
 from nudge.errors import ValidationError
 from nudge.extensions import db
 from nudge.services import contacts, custom_fields, exports, imports, team
@@ -26,17 +26,6 @@ def local_time(value, tz):
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         zone = dt.timezone.utc
     return value.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-
-
-def duration(seconds):
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 @bp.context_processor

@@ -34,7 +34,7 @@ from nudge.services.dialect import is_postgres, tags_contain_any
 from nudge.services.segments import segment_condition
 from nudge.services.suppressions import suppressed
 from nudge.services.tags import normalize_tags
-from nudge.services.validation import normalize_email, optional_text, require_text, validate_fields
+from nudge.services.validation import as_uuid, normalize_email, optional_text, require_text, validate_fields
 
 log = logging.getLogger("nudge.campaigns")
 
@@ -62,15 +62,6 @@ def _pipeline():
     """The sending pipeline (start_send, enqueue_workers, cancel_queued, send_test, retry_failed)."""
     from nudge.services import sending
     return sending
-
-
-def _uuid(value):
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def _account(account_id):
@@ -108,7 +99,7 @@ def status_counts(account_id):
 
 def get_campaign(account_id, campaign_id):
     """One of the account's campaigns; NotFound for another account's or a junk id."""
-    campaign_uuid = _uuid(campaign_id)
+    campaign_uuid = as_uuid(campaign_id)
     campaign = None
     if campaign_uuid is not None:
         campaign = db.session.scalar(sa.select(Campaign).where(Campaign.id == campaign_uuid,
@@ -281,7 +272,7 @@ def _id_list(value, field):
         raise field_error(field, f"At most {MAX_AUDIENCE_SEGMENTS} segments.")
     ids = []
     for index, item in enumerate(value):
-        parsed = _uuid(item) if isinstance(item, (str, uuid.UUID)) else None
+        parsed = as_uuid(item) if isinstance(item, (str, uuid.UUID)) else None
         if parsed is None:
             raise field_error(f"{field}[{index}]", "Not a segment ID.")
         ids.append(parsed)
@@ -340,7 +331,7 @@ def audience_is_empty(audience):
 def missing_segments(account_id, audience):
     """Segment ids in an audience that no longer exist (deleted since it was saved)."""
     audience = audience or {}
-    ids = [_uuid(i) for i in (audience.get("segments") or []) + (audience.get("exclude_segments") or [])]
+    ids = [as_uuid(i) for i in (audience.get("segments") or []) + (audience.get("exclude_segments") or [])]
     known = _account_segments(account_id, [i for i in ids if i is not None])
     return [str(i) for i in ids if i not in known]
 
@@ -358,9 +349,9 @@ def audience_condition(account_id, audience):
     audience = audience or {}
     if audience_is_empty(audience):
         return sa.false()
-    account_id = _uuid(account_id)
-    include = [_uuid(i) for i in audience.get("segments") or []]
-    exclude = [_uuid(i) for i in audience.get("exclude_segments") or []]
+    account_id = as_uuid(account_id)
+    include = [as_uuid(i) for i in audience.get("segments") or []]
+    exclude = [as_uuid(i) for i in audience.get("exclude_segments") or []]
     known = _account_segments(account_id, [i for i in include + exclude if i is not None])
     if any(i not in known for i in include + exclude):
         raise field_error("audience", "A segment of this audience was deleted; choose the segments again.")
@@ -395,7 +386,7 @@ def describe_audience(account_id, audience):
     audience = audience or {}
     if audience_is_empty(audience):
         return "Nobody chosen yet"
-    ids = [_uuid(i) for i in (audience.get("segments") or []) + (audience.get("exclude_segments") or [])]
+    ids = [as_uuid(i) for i in (audience.get("segments") or []) + (audience.get("exclude_segments") or [])]
     names = {str(k): v.name for k, v in _account_segments(account_id, [i for i in ids if i]).items()}
 
     def segment_names(key):
@@ -426,7 +417,7 @@ def _check_subject(subject):
 def _check_template_id(account_id, template_id):
     if template_id in (None, ""):
         return None
-    template = templates.get_template(account_id, _uuid(template_id)) if _uuid(template_id) else None
+    template = templates.get_template(account_id, as_uuid(template_id)) if as_uuid(template_id) else None
     if template is None:
         raise NotFound("No such template.")
     return template.id
@@ -870,7 +861,7 @@ def send_test(actor, campaign_id, emails, contact_id=None):
     clean = check_test_emails(emails)
     contact = None
     if contact_id not in (None, ""):
-        contact_uuid = _uuid(contact_id)
+        contact_uuid = as_uuid(contact_id)
         contact = db.session.scalar(sa.select(Contact).where(Contact.account_id == campaign.account_id,
                                                              Contact.id == contact_uuid)) if contact_uuid else None
         if contact is None or contact.status == "deleted":

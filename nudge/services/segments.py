@@ -28,7 +28,7 @@ from nudge.models.types import utcnow
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import permissions
 from nudge.services.dialect import is_postgres
-from nudge.services.validation import require_text
+from nudge.services.validation import as_uuid, require_text
 
 SEGMENT_TYPES = ("dynamic", "static")
 MAX_DEPTH = 5            # the root group is depth 1
@@ -606,7 +606,7 @@ def compile_conditions(account_id, conditions, *, validated=False):
     """A SQL boolean over Contact: the account's non-deleted contacts matching the conditions.
 
     Validates first (ValidationError with paths) unless validated=True."""
-    account_id = _uuid(account_id)
+    account_id = as_uuid(account_id)
     fields = custom_fields_service.definitions(account_id)
     if not validated:
         conditions = validate_conditions(account_id, conditions, fields=fields)
@@ -630,38 +630,29 @@ def count_matching(account_id, conditions):
 # --------------------------------------------------------------------------------------------------
 # Segments
 
-def _uuid(value):
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
 def recent_campaigns(account_id, limit=200):
     """(id, name) of the account's newest campaigns, for engagement rules about one campaign."""
-    return db.session.execute(sa.select(Campaign.id, Campaign.name).where(Campaign.account_id == _uuid(account_id))
+    return db.session.execute(sa.select(Campaign.id, Campaign.name).where(Campaign.account_id == as_uuid(account_id))
                               .order_by(Campaign.created_at.desc()).limit(limit)).all()
 
 
 def list_segments(account_id):
-    return db.session.scalars(sa.select(Segment).where(Segment.account_id == _uuid(account_id))
+    return db.session.scalars(sa.select(Segment).where(Segment.account_id == as_uuid(account_id))
                               .order_by(sa.func.lower(Segment.name), Segment.id)).all()
 
 
 def segments_query(account_id):
     """A select of the account's segments, by name (for paginated lists)."""
-    return (sa.select(Segment).where(Segment.account_id == _uuid(account_id))
+    return (sa.select(Segment).where(Segment.account_id == as_uuid(account_id))
             .order_by(sa.func.lower(Segment.name), Segment.id))
 
 
 def get_segment(account_id, segment_id):
-    segment_uuid = _uuid(segment_id)
+    segment_uuid = as_uuid(segment_id)
     segment = None
     if segment_uuid is not None:
         segment = db.session.scalar(sa.select(Segment).where(Segment.id == segment_uuid,
-                                                             Segment.account_id == _uuid(account_id)))
+                                                             Segment.account_id == as_uuid(account_id)))
     if segment is None:
         raise NotFound("No such segment.")
     return segment
@@ -811,7 +802,7 @@ def _contact_ids(contact_ids, field="contact_ids"):
                               [{"field": field, "issue": f"At most {MAX_MEMBERS_PER_CALL} items."}])
     ids, errors = [], []
     for index, value in enumerate(contact_ids):
-        parsed = _uuid(value) if isinstance(value, (str, uuid.UUID)) else None
+        parsed = as_uuid(value) if isinstance(value, (str, uuid.UUID)) else None
         if parsed is None:
             errors.append({"field": f"{field}[{index}]", "issue": "Not a contact ID."})
         else:

@@ -5,7 +5,6 @@ A template's format decides its source: "blocks" (the editor's content_json, doc
 parts with their merge tags intact, so sending renders per recipient without compiling again. Global
 (gallery) templates belong to no account: every account may read and copy them, none may change them.
 """
-import uuid
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from nudge.models import Campaign, Template, TemplateVersion, User
 from nudge.models.templates import TEMPLATE_FORMATS
 from nudge.models.types import utcnow
 from nudge.services import email_doc, permissions, rendering
-from nudge.services.validation import optional_text, require_text
+from nudge.services.validation import as_uuid, optional_text, require_text
 
 FORMATS = TEMPLATE_FORMATS
 CATEGORIES = ("Newsletter", "Announcement", "Promotion", "Welcome", "Transactional", "Plain", "Other")
@@ -92,19 +91,9 @@ def gallery_slugs():
     return [entry["slug"] for entry in gallery.gallery_index()]
 
 
-def _uuid(value):
-    """A UUID from a UUID or its text; None when it is not one."""
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except (TypeError, ValueError):
-        return None
-
-
 def get_template(account_id, template_id):
     """One of the account's templates or a global one (read-only)."""
-    template_id = _uuid(template_id)
+    template_id = as_uuid(template_id)
     template = db.session.get(Template, template_id) if template_id else None
     if template is None or not (template.is_global or template.account_id == account_id):
         raise NotFound("No such template.")

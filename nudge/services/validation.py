@@ -1,4 +1,5 @@
 """Input checks shared by every way in (dashboard, API, import, CLI)."""
+import uuid
 import zoneinfo
 
 from email_validator import EmailNotValidError, validate_email
@@ -58,3 +59,13 @@ def validate_fields(checks):
     if errors:
         raise ValidationError(errors[0]["issue"], errors)
     return results
+
+
+def as_uuid(value):
+    """A UUID from a UUID or its text; None when it is not one (callers answer NotFound)."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
