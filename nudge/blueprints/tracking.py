@@ -1,11 +1,12 @@
 """Public tracking endpoints (no login): open pixel, click redirect, view in browser, unsubscribe page and
 the RFC 8058 one-click unsubscribe. The token in the URL is the authorisation (signed per message).
 
-The pixel and the redirect answer without writing to the database: the event is handed to the job
-queue (services.tracking records it), so a slow database never slows a recipient's click."""
+The pixel and the redirect answer without writing to the database: once the response is sent, the event
+is handed to the job queue (services.tracking records it), so neither a slow database nor a slow queue
+slows a recipient's click."""
 import base64
 
-from flask import Blueprint, abort, make_response, redirect, render_template, request
+from flask import Blueprint, abort, current_app, make_response, redirect, render_template, request
 
 from nudge.models.types import utcnow
 from nudge.services import tracking
@@ -27,21 +28,30 @@ def _client():
     return request.remote_addr, (request.user_agent.string or "")[:500]
 
 
-def _enqueue(kind, message_id, **data):
+def _enqueue_after(response, kind, message_id, **data):
+    """Hand the event to the job queue once the response has gone out: the recipient's redirect or pixel
+    never waits for the queue, and an unreachable queue loses the record (logged), never the redirect."""
     from nudge.tasks import record_tracking_event
     ip, user_agent = _client()
-    record_tracking_event(kind, str(message_id), ip=ip, user_agent=user_agent, at=utcnow().isoformat(), **data)
+    at = utcnow().isoformat()
+    app = current_app._get_current_object()
+
+    def enqueue():
+        try:
+            record_tracking_event(kind, str(message_id), ip=ip, user_agent=user_agent, at=at, **data)
+        except Exception:  # noqa: BLE001 - a dead queue must not break recipients' clicks
+            app.logger.exception("could not queue the %s event for message %s", kind, message_id)
+    response.call_on_close(enqueue)
+    return response
 
 
 @bp.route("/t/o/<token>.gif")
 def open_pixel(token):
     ids = tracking.ids_from(token)
-    if ids is not None:
-        _enqueue("open", ids[0])
     response = make_response(PIXEL)
     response.headers.update({"Content-Type": "image/gif", "Cache-Control": NO_CACHE, "Pragma": "no-cache",
                              "Expires": "0"})
-    return response
+    return _enqueue_after(response, "open", ids[0]) if ids is not None else response
 
 
 @bp.route("/t/c/<token>/<int:index>")
@@ -50,11 +60,10 @@ def click(token, index):
     url = tracking.link_target(campaign_id, index)
     if url is None:
         abort(404)
-    _enqueue("click", message_id, url=url)
     response = redirect(url, code=302)
     response.headers["Cache-Control"] = NO_CACHE
     response.headers["Referrer-Policy"] = "no-referrer"
-    return response
+    return _enqueue_after(response, "click", message_id, url=url)
 
 
 @bp.route("/t/v/<token>")

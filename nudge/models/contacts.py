@@ -22,11 +22,11 @@ class Contact(db.Model):
         # Segment rules on email are case-insensitive (migration 0003).
         sa.Index("ix_contacts_account_lower_email", "account_id", sa.text("lower(email)")),
         # Segment counts as index-only scans (migration 0005): each index holds every column such a count
-        # mentions (status, and the column behind an expression). On PostgreSQL the expressions use
-        # text_pattern_ops (prefix LIKE) and the reversed address exists there only (SQLite has no reverse()).
+        # mentions (status, and the column behind an expression). On PostgreSQL the name expressions use
+        # text_pattern_ops (prefix LIKE); the email domain index exists there only (SQLite has no split_part).
         sa.Index("ix_contacts_segment_first_name", "account_id", sa.text("lower(first_name)"), "first_name", "status"),
         sa.Index("ix_contacts_segment_last_name", "account_id", sa.text("lower(last_name)"), "last_name", "status"),
-        sa.Index("ix_contacts_segment_email_reversed", "account_id", sa.text("reverse(lower(email))"),
+        sa.Index("ix_contacts_segment_email_domain", "account_id", sa.text("split_part(lower(email), '@', -1)"),
                  postgresql_include=["email", "status"]).ddl_if(dialect="postgresql"),
         sa.Index("ix_contacts_segment_subscribed", "account_id", "subscription_date", "status"),
     )

@@ -419,8 +419,8 @@ class _Compiler:
             positive = lowered == value.lower()
         elif op in ("in", "not_in"):
             positive = lowered.in_([v.lower() for v in value])
-        elif op == "ends_with" and self.pg and column is Contact.email:
-            positive = self.email_suffix(value.lower())
+        elif op == "ends_with" and self.pg and column is Contact.email and _is_domain(value):
+            positive = self.email_domain(value.lower())
         else:
             escaped = _like_escape(value.lower())
             pattern = {"contains": f"%{escaped}%", "not_contains": f"%{escaped}%",
@@ -431,10 +431,13 @@ class _Compiler:
         return self.finish(op, positive, present)
 
     @staticmethod
-    def email_suffix(suffix):
-        """lower(email) ends with suffix, written as the equivalent prefix match on the reversed address:
-        ix_contacts_segment_email_reversed (migration 0005) then counts "@domain" without reading the heap."""
-        return sa.func.reverse(sa.func.lower(Contact.email)).like(_like_escape(suffix[::-1]) + "%", escape="\\")
+    def email_domain(suffix):
+        """lower(email) ends with "@domain": the LIKE itself, and the text after the last "@" equal to the
+        domain, which ix_contacts_segment_email_domain (migration 0005) answers without reading the heap.
+        The second test follows from the first, so together they match exactly what the LIKE matches."""
+        lowered = sa.func.lower(Contact.email)
+        domain = sa.func.split_part(lowered, "@", -1)  # the text after the last "@"
+        return sa.and_(lowered.like("%" + _like_escape(suffix), escape="\\"), domain == suffix[1:])
 
     def exact(self, column, op, value, present):
         if op == "is_set":
@@ -591,6 +594,11 @@ def _number_literal(value):
 
 def _json_path(name):
     return '$."' + name.replace('"', '\\"') + '"'
+
+
+def _is_domain(suffix):
+    """An ends_with value of the form "@domain" (one "@", first)."""
+    return suffix.startswith("@") and "@" not in suffix[1:]
 
 
 def _like_escape(text):

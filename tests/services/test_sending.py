@@ -144,10 +144,12 @@ def test_tracking_links_record_opens_clicks_and_unsubscribes(shop, smtp, app):
     web = app.test_client()
 
     pixel = web.get(urls["open"])
+    pixel.close()  # as a WSGI server does once the response is sent: then the event is queued
     assert pixel.status_code == 200 and pixel.mimetype == "image/gif" and "no-store" in pixel.headers["Cache-Control"]
     click = web.get(urls["click"])
+    click.close()
     assert click.status_code == 302 and click.headers["Location"] == "https://shop.example/spring?utm=1"
-    web.get(urls["click"])
+    web.get(urls["click"]).close()
     tampered = urls["click"].replace("/t/c/", "/t/c/x", 1)[:-2] + "/0"
     assert web.get(tampered).status_code == 404
     assert web.get(urls["click"][:-1] + "9").status_code == 404  # no such link in this email
@@ -321,3 +323,25 @@ def test_a_bounced_address_cannot_subscribe_again_from_the_preferences_page(shop
     assert "cannot be subscribed again" in answer.get_data(as_text=True)
     db.session.refresh(ann)
     assert ann.status == "unsubscribed"
+
+
+def test_a_click_still_redirects_when_the_job_queue_is_down(shop, smtp, app, monkeypatch, caplog):
+    from nudge import tasks
+    account, owner = shop
+    add_contacts(account, ("ann@example.org", "active", "Ann"))
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    urls = _token_urls(received(smtp)["ann@example.org"][0])
+
+    def queue_down(*args, **kwargs):
+        raise ConnectionError("the job queue is unreachable")
+    monkeypatch.setattr(tasks, "record_tracking_event", queue_down)
+    click = app.test_client().get(urls["click"])
+    click.close()  # runs the enqueue, which fails and is logged
+    assert click.status_code == 302 and click.headers["Location"] == "https://shop.example/spring?utm=1"
+    pixel = app.test_client().get(urls["open"])
+    pixel.close()
+    assert pixel.status_code == 200
+    db.session.refresh(campaign)
+    assert (campaign.opened_count, campaign.clicked_count) == (0, 0)
+    assert "could not queue the click event" in caplog.text and "could not queue the open event" in caplog.text
