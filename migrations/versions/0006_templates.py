@@ -1,7 +1,7 @@
 """templates: formats, versions with compiled text and source, uploads
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-28 04:42:20.674274
 
 """
@@ -13,7 +13,7 @@ from sqlalchemy import Text  # noqa: F401
 
 # revision identifiers, used by Alembic.
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
