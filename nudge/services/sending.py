@@ -206,10 +206,14 @@ def sent_events_for(message_ids):
 
 
 def missing_sent_events(campaign_id):
-    """Sent messages whose email.sent event a killed worker did not get to write: written now."""
-    recorded = sa.select(1).where(EmailEvent.campaign_id == campaign_id, EmailEvent.event_type == "email.sent",
-                                  EmailEvent.contact_id == Message.contact_id)
-    return _insert_events(_sent_event_select(Message.campaign_id == campaign_id, ~sa.exists(recorded)))
+    """Sent messages whose email.sent event a killed worker did not get to write: written now. NOT IN over
+    the campaign's recorded contacts is one hashed subplan (a correlated NOT EXISTS could become a nested
+    loop over every event of the campaign)."""
+    recorded = (sa.select(EmailEvent.contact_id)
+                .where(EmailEvent.campaign_id == campaign_id, EmailEvent.event_type == "email.sent",
+                       EmailEvent.contact_id.is_not(None)))
+    return _insert_events(_sent_event_select(Message.campaign_id == campaign_id, Message.contact_id.is_not(None),
+                                             Message.contact_id.not_in(recorded)))
 
 
 def add_counts(campaign_id, sent, failed):
