@@ -173,8 +173,9 @@ def main():
     app, context, owner, campaign, _ = prepare(env, args.recipients)
 
     nudge = os.path.join(os.path.dirname(sys.executable), "nudge")
+    log = open(os.path.join(instance, "worker.log"), "wb")  # a pipe nobody reads would block the worker
     worker = subprocess.Popen([nudge, "worker", "-w", str(args.workers), "-k", args.worker_type, "--no-periodic"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                              env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     time.sleep(3)  # the consumer is up and idle
     rss, stop_rss = [0.0], threading.Event()
     threading.Thread(target=watch_rss, args=(worker.pid, stop_rss, rss), daemon=True).start()
