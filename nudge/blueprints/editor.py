@@ -262,7 +262,7 @@ def display_text(text):
 
 
 def display_src(src):
-    """An image address the canvas can show (a merge tag or anything odd shows the placeholder)."""
+    """An image address the canvas can show (a merge tag or anything odd shows the empty-image frame)."""
     src = (src or "").strip()
     return src if src.startswith(("http://", "https://", "/")) and "{" not in src else ""
 

@@ -7,7 +7,7 @@ dropped, missing keys defaulted, values checked) and to_mjml escapes every value
 text and footer blocks (sanitised with nh3 to a small inline allow-list) and of html blocks (raw by
 design, only made well-formed so MJML can parse it).
 
-Merge tags ({{ ... }}, {% ... %}, {# ... #}) are swapped for inert placeholders before escaping and
+Merge tags ({{ ... }}, {% ... %}, {# ... #}) are swapped for inert stand-in tokens before escaping and
 sanitising and put back afterwards, so they reach Jinja exactly as written.
 """
 import copy
@@ -653,10 +653,10 @@ OPERATIONS = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Merge tags: inert placeholders while escaping, sanitising and compiling
+# Merge tags: inert stand-in tokens while escaping, sanitising and compiling
 
 class _MergeTags:
-    """Swaps merge tags for alphanumeric placeholders and back.
+    """Swaps merge tags for alphanumeric stand-in tokens and back.
 
     Placeholders in attribute values are marked so that, when put back, a tag's double quotes become
     single quotes (the same string literal to Jinja) and cannot end the attribute early."""
@@ -675,7 +675,7 @@ class _MergeTags:
     def as_attribute(self, text):
         return re.sub(rf"nudgemtt(\d+)z{self.nonce}", rf"nudgemta\1z{self.nonce}", text)
 
-    def is_placeholder(self, text):
+    def is_stand_in(self, text):
         return bool(self.pattern.fullmatch(text))
 
     def restore(self, text):
@@ -701,7 +701,7 @@ def _sanitise(markup, tags, link_style):
         if attribute != "href":
             return value
         value = value.strip()
-        if tags.is_placeholder(value):
+        if tags.is_stand_in(value):
             return tags.as_attribute(value)
         return tags.as_attribute(value) if URL_OK.match(tags.restore(value)) else None
 
@@ -734,7 +734,7 @@ VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link",
 
 class _WellFormed(HTMLParser):
     """Re-serialises HTML as written but well-formed (closed tags, quoted attributes, escaped text), which
-    MJML's parser requires; comments (Outlook conditionals included) are kept verbatim via placeholders."""
+    MJML's parser requires; comments (Outlook conditionals included) are kept verbatim via stand-in tokens."""
 
     def __init__(self, tags, keep):
         super().__init__(convert_charrefs=False)
@@ -814,7 +814,7 @@ class _WellFormed(HTMLParser):
 # Compilation to MJML
 
 class _Compiler:
-    """Builds the MJML for one document; merge tags and kept comments stay as placeholders until the end."""
+    """Builds the MJML for one document; merge tags and kept comments stay as stand-in tokens until the end."""
 
     def __init__(self, doc, base_url):
         self.doc = validate_document(doc)
@@ -824,7 +824,7 @@ class _Compiler:
         self.kept = []
 
     def keep(self, fragment):
-        """A fragment MJML must not parse (an HTML comment): a placeholder now, the fragment after."""
+        """A fragment MJML must not parse (an HTML comment): a stand-in token now, the fragment after."""
         self.kept.append(fragment)
         return f"<!--nudgekeep{len(self.kept) - 1}z{self.tags.nonce}-->"
 
@@ -963,7 +963,7 @@ def to_mjml(doc, *, base_url):
 def to_html(doc, *, base_url):
     """The email HTML for a document (MJML compiled with mjml-python), merge tags as written.
 
-    Prefer this to mjml2html(to_mjml(doc)): merge tags stay placeholders while MJML parses, so a tag
+    Prefer this to mjml2html(to_mjml(doc)): merge tags stay stand-in tokens while MJML parses, so a tag
     holding < or quotes ({% if n < 3 %}, default("there") in a link) cannot upset MJML's parser."""
     compiler = _Compiler(doc, base_url)
     return compiler.restore(mjml.mjml2html(compiler.mjml()))
