@@ -77,7 +77,10 @@ def normalize_database_url(url):
 def database_engine_options(url):
     if url.startswith("postgresql"):
         # Every timestamp is stored as naive UTC; make the server's now() agree.
-        return {"pool_pre_ping": True, "connect_args": {"options": "-c timezone=UTC"}}
+        # A worker's sending threads each hold a connection while they work (plus the group committer's):
+        # room for `nudge worker -w 16` and more without waiting on the pool.
+        return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 30,
+                "connect_args": {"options": "-c timezone=UTC"}}
     return {}
 
 
@@ -131,7 +134,7 @@ def load_config(environ=None):
         "TRUSTED_PROXIES": int(environ.get("NUDGE_TRUSTED_PROXIES") or 0),
         "LOG_LEVEL": environ.get("NUDGE_LOG_LEVEL") or "INFO",
         # Sending: delivery tasks per campaign, and how old a claim must be before a worker is presumed dead.
-        "SEND_WORKERS": int(environ.get("NUDGE_SEND_WORKERS") or 4),
+        "SEND_WORKERS": int(environ.get("NUDGE_SEND_WORKERS") or 8),
         "SEND_CLAIM_TIMEOUT": float(environ.get("NUDGE_SEND_CLAIM_TIMEOUT") or 20),
         # Images uploaded for emails: stored on disk, served publicly (recipients' mail clients load them).
         "UPLOAD_DIR": os.path.abspath(environ.get("NUDGE_UPLOAD_DIR") or os.path.join(path, "uploads")),

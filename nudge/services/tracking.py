@@ -30,7 +30,8 @@ OPEN_PIXEL = ('<img src="{{ open_url }}" width="1" height="1" alt="" '
               'style="display:block;width:1px;height:1px;border:0;opacity:0" />')
 
 
-def _key():
+def signing_key():
+    """The key of the tracking tokens' signatures (derived from NUDGE_SECRET_KEY); senders keep it per campaign."""
     secret = current_app.config["SECRET_KEY"]
     return hashlib.sha256(b"nudge-tracking:" + (secret.encode() if isinstance(secret, str) else secret)).digest()
 
@@ -46,7 +47,7 @@ def _as_bytes(value):
 def token_for(message_id, campaign_id, key=None):
     """The signed token of one message (59 URL-safe characters)."""
     raw = _as_bytes(message_id) + _as_bytes(campaign_id)
-    mac = hmac.new(key or _key(), raw, hashlib.sha256).digest()[:MAC_BYTES]
+    mac = hmac.new(key or signing_key(), raw, hashlib.sha256).digest()[:MAC_BYTES]
     return _b64(raw + mac)
 
 
@@ -56,7 +57,7 @@ def ids_from(token):
         return None
     data = base64.urlsafe_b64decode(token + "=")
     raw, mac = data[:32], data[32:]
-    if not hmac.compare_digest(hmac.new(_key(), raw, hashlib.sha256).digest()[:MAC_BYTES], mac):
+    if not hmac.compare_digest(hmac.new(signing_key(), raw, hashlib.sha256).digest()[:MAC_BYTES], mac):
         return None
     return uuid.UUID(bytes=raw[:16]), uuid.UUID(bytes=raw[16:])
 

@@ -345,3 +345,127 @@ def test_a_click_still_redirects_when_the_job_queue_is_down(shop, smtp, app, mon
     db.session.refresh(campaign)
     assert (campaign.opened_count, campaign.clicked_count) == (0, 0)
     assert "could not queue the click event" in caplog.text and "could not queue the open event" in caplog.text
+
+
+def _claimed_campaign(shop, monkeypatch, count):
+    """A sending campaign whose `count` recipients are all claimed (as a worker holds them mid-send)."""
+    account, owner = shop
+    add_contacts(account, *[f"g{n}@example.org" for n in range(count)])
+    campaign = new_campaign(owner)
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
+    campaigns.send_now(owner, campaign.id)
+    return campaign, sending.claim(campaign.id, limit=count)
+
+
+def test_results_recorded_by_many_sending_threads_at_once_all_land(shop, app, monkeypatch):
+    import threading
+    campaign, ids = _claimed_campaign(shop, monkeypatch, 40)
+    shares = [ids[i::8] for i in range(8)]
+    errors = []
+
+    def record(share):
+        with app.app_context():
+            recorder = sending.Recorder()
+            try:
+                for position, message_id in enumerate(share):
+                    if position == 0:
+                        recorder.failed(message_id, "smtp", "550 no such user")
+                    else:
+                        recorder.sent(message_id, "smtp", f"queue-{message_id.hex[:8]}")
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                recorder.close()
+                db.session.remove()
+    threads = [threading.Thread(target=record, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    rows = db.session.execute(sa.select(Message.id, Message.status, Message.provider_message_id, Message.sent_at,
+                                        Message.error).where(Message.campaign_id == campaign.id)).all()
+    first_of_share = {share[0] for share in shares}
+    assert len(rows) == 40
+    for message_id, status, queue_id, sent_at, error in rows:
+        if message_id in first_of_share:
+            assert (status, error, sent_at) == ("failed", "550 no such user", None)
+        else:
+            assert (status, queue_id, error) == ("sent", f"queue-{message_id.hex[:8]}", None) and sent_at
+
+
+def test_a_failed_group_write_is_raised_in_every_waiting_thread_and_the_next_one_lands(shop, app, monkeypatch):
+    if not sending.is_postgres():
+        pytest.skip("the group commit is PostgreSQL's; SQLite records through the session")
+    campaign, ids = _claimed_campaign(shop, monkeypatch, 3)
+    recorder = sending.Recorder()
+    try:
+        with pytest.raises(RuntimeError, match="could not be recorded"):
+            recorder.sent(ids[0], "smtp", "x" * 300)          # longer than provider_message_id allows
+        recorder.sent(ids[1], "smtp", "fine")
+    finally:
+        recorder.close()
+    statuses = dict(db.session.execute(sa.select(Message.id, Message.status).where(Message.id.in_(ids))).all())
+    assert statuses == {ids[0]: "sending", ids[1]: "sent", ids[2]: "sending"}
+
+
+def _split_snapshot(shop, monkeypatch, recipients, first_part):
+    """A draft to `recipients` contacts whose snapshot will take its first `first_part` before the rest,
+    with workers started between the parts as on a real queue; returns (owner, campaign)."""
+    account, owner = shop
+    add_contacts(account, *[f"s{n}@example.org" for n in range(recipients)])
+    monkeypatch.setattr(sending, "FIRST_PART", first_part)
+    monkeypatch.setattr(sending, "_tasks_run_inline", lambda: False)
+    return owner, new_campaign(owner)
+
+
+def test_the_workers_start_on_the_first_part_of_a_large_snapshot_and_finish_after_the_rest(shop, smtp, monkeypatch):
+    owner, campaign = _split_snapshot(shop, monkeypatch, 12, 5)
+    seen_at_start = []
+
+    def first_workers(campaign_id, count=None):
+        # What a worker finds when it starts: the first part queued, the snapshot not yet complete. It
+        # sends what is there and does not mark the campaign sent.
+        queued = db.session.scalar(sa.select(sa.func.count()).select_from(Message)
+                                   .where(Message.campaign_id == campaign_id))
+        seen_at_start.append((queued, sending.snapshot_complete(campaign_id)))
+        seen_at_start.append(sending.deliver_chunk(campaign_id, seconds=0.3))
+    monkeypatch.setattr(sending, "enqueue_workers", first_workers)
+
+    campaigns.send_now(owner, campaign.id)
+
+    assert seen_at_start == [(5, False), "more"]
+    assert len(received(smtp)) == 5
+    db.session.refresh(campaign)
+    assert campaign.status == "sending" and campaign.recipient_count == 12
+    assert sending.deliver_chunk(campaign.id) == "done"
+    arrived = received(smtp)
+    assert len(arrived) == 12 and all(len(copies) == 1 for copies in arrived.values())
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and campaign.sent_count == 12
+
+
+def test_a_snapshot_whose_process_died_between_its_parts_is_completed_and_sent(shop, smtp, monkeypatch):
+    owner, campaign = _split_snapshot(shop, monkeypatch, 9, 4)
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
+
+    def process_dies(campaign_id, workers_started=False):
+        raise SystemExit("killed")
+    monkeypatch.setattr(sending, "complete_snapshot", process_dies)
+    with pytest.raises(SystemExit):
+        campaigns.send_now(owner, campaign.id)
+    monkeypatch.undo()
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Message)
+                             .where(Message.campaign_id == campaign.id)) == 4
+    assert sending.resume_stalled() == []      # not stale yet: its process may still be inserting
+
+    long_ago = utcnow() - sending.SNAPSHOT_STALE - dt.timedelta(minutes=1)
+    db.session.execute(sa.update(Campaign).where(Campaign.id == campaign.id).values(updated_at=long_ago))
+    db.session.commit()
+    assert sending.resume_stalled() == [campaign.id]
+
+    arrived = received(smtp)
+    assert len(arrived) == 9 and all(len(copies) == 1 for copies in arrived.values())
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and campaign.recipient_count == 9
