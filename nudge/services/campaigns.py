@@ -133,7 +133,9 @@ def progress(campaign, now=None):
     eta = remaining / per_minute * 60 if per_minute and remaining and campaign.status == "sending" else None
     return {"total": total, "sent": campaign.sent_count or 0, "failed": campaign.failed_count or 0, "done": done,
             "remaining": remaining, "percent": min(100, int(100 * done / total)) if total else 0,
-            "per_minute": per_minute, "eta_seconds": eta, "polling": campaign.status == "sending"}
+            "per_minute": per_minute, "eta_seconds": eta, "polling": campaign.status == "sending",
+            # The first recipients are on their way while the rest of the list is snapshotted (sending.py).
+            "preparing": campaign.status == "sending" and not total}
 
 
 def failed_messages_query(account_id, campaign_id):

@@ -174,6 +174,11 @@ def test_the_campaign_page_polls_while_sending_and_shows_counts_after(owner_clie
     campaign = ready_campaign(owner, account)
     campaigns.send_now(owner, campaign.id)
     started = campaign.started_at
+    db.session.execute(sa.update(Campaign).where(Campaign.id == campaign.id).values(recipient_count=0, sent_count=12))
+    db.session.commit()
+    page = text(client.get(f"/campaigns/{campaign.id}"))   # the first recipients leave while the rest are listed
+    assert "12 sent · preparing the recipient list" in page and "of 0" not in page
+
     db.session.execute(sa.update(Campaign).where(Campaign.id == campaign.id).values(
         recipient_count=1000, sent_count=600, failed_count=4, started_at=started - dt.timedelta(minutes=2)))
     db.session.commit()
