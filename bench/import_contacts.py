@@ -3,6 +3,7 @@
     .venv/bin/python bench/import_contacts.py                 # both dialects, 1,000,000 rows
     .venv/bin/python bench/import_contacts.py --rows 200000 --sqlite-only
     .venv/bin/python bench/import_contacts.py --postgres-url postgresql://postgres@127.0.0.1:5432/nudge_bench_import
+    .venv/bin/python bench/import_contacts.py --without-side-tables   # for comparison: no contact_tags/_values
 
 The file has email, first_name, last_name, tags ("a;b"), company (text) and score (number) columns.
 Each import runs in a fresh child process on a fresh database migrated to head (so every index of the
@@ -71,6 +72,8 @@ def child(path):
     app = create_app()  # NUDGE_DATABASE_URL from the environment
     with app.app_context():
         upgrade()
+        if os.environ.get("BENCH_WITHOUT_SIDE_TABLES"):
+            drop_side_table_triggers()
         _, owner = accounts.create_account(name="Bench", email="bench@example.com", password="Bench-Password-42!",
                                            plan="enterprise")
         custom_fields.create_field(owner, name="company")
@@ -87,6 +90,19 @@ def child(path):
         if database_is_postgres():
             results["baseline_copy_rows_per_min"] = baseline_copy(owner.account_id)
     print(json.dumps(results))
+
+
+SIDE_TABLE_TRIGGERS = ("contacts_segment_rows_insert", "contacts_segment_rows_update", "contacts_segment_rows_delete")
+
+
+def drop_side_table_triggers():
+    """For comparison only: the import without contact_tags / contact_values kept in step (migration 0008)."""
+    import sqlalchemy as sa
+
+    from nudge.extensions import db
+    for name in SIDE_TABLE_TRIGGERS:
+        db.session.execute(sa.text(f"DROP TRIGGER {name}" + (" ON contacts" if database_is_postgres() else "")))
+    db.session.commit()
 
 
 def database_is_postgres():
@@ -114,9 +130,11 @@ def baseline_copy(account_id, rows=100_000):
     return round(rows / seconds * 60)
 
 
-def run_child(database_url, path, instance):
+def run_child(database_url, path, instance, without_side_tables=False):
     env = dict(os.environ, NUDGE_INSTANCE_PATH=instance, NUDGE_DATABASE_URL=database_url, NUDGE_LOG_LEVEL="WARNING")
     env.pop("NUDGE_REDIS_URL", None)
+    if without_side_tables:
+        env["BENCH_WITHOUT_SIDE_TABLES"] = "1"
     out = subprocess.run([sys.executable, __file__, "--child", database_url, path], env=env, cwd=ROOT,
                          capture_output=True, text=True)
     if out.returncode:
@@ -145,6 +163,8 @@ def main():
     parser.add_argument("--postgres-url", default=DEFAULT_PG)
     parser.add_argument("--sqlite-only", action="store_true")
     parser.add_argument("--postgres-only", action="store_true")
+    parser.add_argument("--without-side-tables", action="store_true",
+                        help="for comparison: drop the triggers that keep contact_tags/contact_values in step")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nudge-import-bench-") as tmp:
         path = os.path.join(tmp, "contacts.csv")
@@ -153,10 +173,12 @@ def main():
         print(f"generated {args.rows:,} rows ({os.path.getsize(path) / 1e6:.0f} MB) in {time.perf_counter() - start:.1f} s")
         if not args.sqlite_only:
             reset_postgres(args.postgres_url)
-            report("PostgreSQL", args.rows, run_child(args.postgres_url, path, os.path.join(tmp, "pg")))
+            report("PostgreSQL", args.rows, run_child(args.postgres_url, path, os.path.join(tmp, "pg"),
+                                                      args.without_side_tables))
         if not args.postgres_only:
             sqlite_url = "sqlite:///" + os.path.join(tmp, "bench.db")
-            report("SQLite", args.rows, run_child(sqlite_url, path, os.path.join(tmp, "sqlite")))
+            report("SQLite", args.rows, run_child(sqlite_url, path, os.path.join(tmp, "sqlite"),
+                                                  args.without_side_tables))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,40 @@ class Contact(db.Model):
     updated_at = updated_column()
 
 
+class ContactTag(db.Model):
+    """One tag of one contact that is not deleted: contacts.tags unrolled, so a segment count on a tag is a
+    range of the primary key (docs/performance.md, Segments). Written only by the triggers on contacts
+    (migration 0008); read by nudge.services.segments."""
+    __tablename__ = "contact_tags"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+    account_id = sa.Column(UUID, primary_key=True)
+    tag = sa.Column(sa.Text, primary_key=True)
+    contact_id = sa.Column(UUID, primary_key=True)
+
+
+class ContactValue(db.Model):
+    """One custom-field value of one contact that is not deleted, typed by its definition: number fields and
+    booleans (1/0) in number; choice and date fields as stored, text fields lower-cased and non-empty, in
+    text. Values of the wrong JSON type have no row (they count as not set). Written only by the triggers
+    on contacts (migration 0008) and services.segment_tables when a definition is created or deleted."""
+    __tablename__ = "contact_values"
+    __table_args__ = (
+        # Partial: each row is in exactly one of them, where its whole key finds it; a rule is one range
+        # of one of them, its contact ids in order. No primary key (inserting rows took twice as long with one).
+        sa.Index("ix_contact_values_number", "account_id", "field", "number", "contact_id",
+                 postgresql_where=sa.text("number IS NOT NULL"), sqlite_where=sa.text("number IS NOT NULL")),
+        sa.Index("ix_contact_values_text", "account_id", "field", "text", "contact_id",
+                 postgresql_where=sa.text("text IS NOT NULL"), sqlite_where=sa.text("text IS NOT NULL")),
+    )
+    account_id = sa.Column(UUID, nullable=False)
+    field = sa.Column(sa.String(50), nullable=False)
+    contact_id = sa.Column(UUID, nullable=False)
+    number = sa.Column(sa.Numeric)
+    text = sa.Column(sa.Text)
+    # The ORM needs an identity; the table has none (a contact has at most one row per field).
+    __mapper_args__ = {"primary_key": [account_id, field, contact_id]}
+
+
 class CustomField(db.Model):
     """An account's custom field definition; contacts.custom_fields holds the values by name."""
     __tablename__ = "custom_fields"

@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from nudge.errors import Conflict, NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import CUSTOM_FIELD_TYPES, Contact, CustomField
-from nudge.services import permissions
-from nudge.services.dialect import json_remove_key
+from nudge.services import permissions, segment_tables
+from nudge.services.dialect import json_has_key, json_remove_key
 from nudge.services.validation import check_choice, require_text, validate_fields
 
 MAX_FIELDS = 50
@@ -77,6 +77,9 @@ def create_field(actor, *, name, label=None, type="text", options=None):
                               [{"field": "name", "issue": f"Limit of {MAX_FIELDS} custom fields reached."}])
     field = CustomField(account_id=actor.account_id, **clean)
     db.session.add(field)
+    db.session.flush()
+    # Values already under that name (written around the validation) now count for segments.
+    segment_tables.sync_field(actor.account_id, field.name)
     db.session.commit()
     return field
 
@@ -97,9 +100,12 @@ def delete_field(actor, name):
     """Remove a definition and its values from every contact of the account."""
     permissions.require(actor, "contacts:write")
     field = get_field(actor.account_id, name)
-    db.session.execute(sa.update(Contact).where(Contact.account_id == actor.account_id)
+    db.session.execute(sa.update(Contact).where(Contact.account_id == actor.account_id,
+                                                json_has_key(Contact.custom_fields, field.name))
                        .values(custom_fields=json_remove_key(Contact.custom_fields, field.name)))
     db.session.delete(field)
+    db.session.flush()
+    segment_tables.sync_field(actor.account_id, field.name)
     db.session.commit()
 
 

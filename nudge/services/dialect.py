@@ -85,3 +85,10 @@ def json_remove_key(column, key):
     if is_postgres():
         return column.op("-")(sa.literal(key))
     return sa.func.json_remove(column, "$." + '"' + key + '"')
+
+
+def json_has_key(column, key):
+    """A JSON document column has the key (whatever its value)."""
+    if is_postgres():
+        return sa.func.jsonb_exists(column, sa.literal(key))
+    return sa.func.json_type(column, "$." + '"' + key + '"').is_not(None)

@@ -69,7 +69,7 @@ def rule(field, op, value=None):
     return {"match": "all", "conditions": [node]}
 
 
-@pytest.mark.parametrize("field, op, value, expected", [
+OPERATOR_CASES = [
     ("email", "eq", "ann@example.COM", ["ann"]),
     ("email", "neq", "ann@example.com", ["bob", "cat", "dan_x"]),
     ("email", "contains", "EXAMPLE", ["ann", "cat", "dan_x"]),
@@ -130,10 +130,31 @@ def rule(field, op, value=None):
     ("custom.vip", "eq", False, ["bob"]),
     ("custom.vip", "neq", True, ["bob", "cat", "dan_x"]),
     ("custom.vip", "is_set", None, ["ann", "bob"]),
-])
+]
+
+
+@pytest.mark.parametrize("field, op, value, expected", OPERATOR_CASES)
 def test_operators(shop, field, op, value, expected):
     account, _, _ = shop
     assert names(account, rule(field, op, value)) == expected
+
+
+@pytest.mark.parametrize("field, op, value, expected", OPERATOR_CASES)
+def test_counts_agree_with_the_matching_contacts(shop, field, op, value, expected):
+    """Counts are built differently (tag and custom rules as sets of ids from contact_tags/contact_values)
+    from the listing's boolean over contacts: they must agree, alone and next to other rules."""
+    account, _, _ = shop
+    assert segments.count_matching(account.id, rule(field, op, value)) == len(expected)
+    node = rule(field, op, value)["conditions"][0]
+    for match, other in (("all", {"field": "custom.score", "op": "gte", "value": 10.5}),
+                         ("all", {"field": "tags", "op": "contains_none", "value": ["nope"]}),
+                         ("all", {"field": "email", "op": "contains", "value": "example"}),
+                         ("any", {"field": "tags", "op": "contains_any", "value": ["beta"]}),
+                         ("any", {"field": "custom.plan", "op": "neq", "value": "Pro"}),
+                         ("any", {"field": "last_name", "op": "eq", "value": "ng"})):
+        for conditions in ([node, other], [other, node], [{"match": match, "conditions": [node]}, other]):
+            combined = {"match": match, "conditions": conditions}
+            assert segments.count_matching(account.id, combined) == len(names(account, combined)), combined
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -238,8 +259,31 @@ def test_nested_groups(shop):
                 {"field": "custom.score", "op": "lt", "value": 20},
                 {"field": "email", "op": "ends_with", "value": "example.com"}]}]}]}
     assert names(account, conditions) == ["ann", "bob", "cat"]
+    assert segments.count_matching(account.id, conditions) == 3
     conditions["match"] = "all"
     assert names(account, conditions) == []
+    assert segments.count_matching(account.id, conditions) == 0
+
+
+@pytest.mark.parametrize("conditions, expected", [
+    ([{"field": "tags", "op": "contains_none", "value": ["vip"]},
+      {"field": "custom.plan", "op": "not_in", "value": ["Free"]}], ["cat", "dan_x"]),
+    ([{"field": "tags", "op": "contains_any", "value": ["vip", "beta"]},
+      {"field": "custom.score", "op": "neq", "value": 90}], ["bob"]),
+    ([{"field": "tags", "op": "contains_all", "value": ["vip", "beta"]},
+      {"event": "opened", "op": "has_not"}], ["ann"]),
+    ([{"match": "any", "conditions": [{"field": "tags", "op": "contains_any", "value": ["vip"]},
+                                      {"field": "custom.company", "op": "is_not_set"}]},
+      {"match": "any", "conditions": [{"field": "custom.score", "op": "lt", "value": 60},
+                                      {"field": "status", "op": "eq", "value": "unsubscribed"}]}], ["bob", "cat"]),
+])
+def test_counts_of_combined_side_rules(shop, conditions, expected):
+    """Negative tag and custom rules together, as a top group (counted as everyone minus the excluded),
+    beside positive ones (anti joins) and inside nested groups."""
+    account, _, _ = shop
+    document = {"match": "all", "conditions": conditions}
+    assert names(account, document) == expected
+    assert segments.count_matching(account.id, document) == len(expected)
 
 
 def test_dates_use_the_account_time_zone(make_account):
@@ -324,6 +368,14 @@ def test_engagement(shop, make_account):
     assert names(account, eng(event="sent", op="has")) == []
     assert names(account, {"match": "any", "conditions": [
         {"event": "clicked", "op": "has"}, {"field": "tags", "op": "contains_all", "value": ["vip"]}]}) == ["ann", "bob"]
+    # Counted as the tags' contacts filtered by the events' contact ids (the deleted contact's event never
+    # counts).
+    for node, expected in (({"event": "opened", "op": "has"}, ["ann", "bob"]),
+                           ({"event": "opened", "op": "has_not", "within_days": 30}, ["bob"]),
+                           ({"event": "opened", "op": "has", "campaign_id": str(campaign.id)}, ["ann"])):
+        both = {"match": "all", "conditions": [{"field": "tags", "op": "contains_any", "value": ["beta", "vip"]}, node]}
+        assert names(account, both) == expected
+        assert segments.count_matching(account.id, both) == len(expected)
 
 
 def details(conditions, account):
