@@ -4,6 +4,7 @@
     .venv/bin/python bench/import_contacts.py --rows 200000 --sqlite-only
     .venv/bin/python bench/import_contacts.py --postgres-url postgresql://postgres@127.0.0.1:5432/nudge_bench_import
     .venv/bin/python bench/import_contacts.py --without-side-tables   # for comparison: no contact_tags/_values
+    .venv/bin/python bench/import_contacts.py --postgres-only --writers 3   # IMPORT_WRITERS for this run
 
 The file has email, first_name, last_name, tags ("a;b"), company (text) and score (number) columns.
 Each import runs in a fresh child process on a fresh database migrated to head (so every index of the
@@ -69,7 +70,9 @@ def child(path):
     from nudge import create_app
     from nudge.services import accounts, custom_fields, imports
 
-    app = create_app()  # NUDGE_DATABASE_URL from the environment
+    writers = os.environ.get("BENCH_IMPORT_WRITERS")
+    overrides = {"IMPORT_WRITERS": int(writers)} if writers else None
+    app = create_app(overrides)  # NUDGE_DATABASE_URL from the environment
     with app.app_context():
         upgrade()
         if os.environ.get("BENCH_WITHOUT_SIDE_TABLES"):
@@ -130,9 +133,11 @@ def baseline_copy(account_id, rows=100_000):
     return round(rows / seconds * 60)
 
 
-def run_child(database_url, path, instance, without_side_tables=False):
+def run_child(database_url, path, instance, without_side_tables=False, writers=None):
     env = dict(os.environ, NUDGE_INSTANCE_PATH=instance, NUDGE_DATABASE_URL=database_url, NUDGE_LOG_LEVEL="WARNING")
     env.pop("NUDGE_REDIS_URL", None)
+    if writers:
+        env["BENCH_IMPORT_WRITERS"] = str(writers)
     if without_side_tables:
         env["BENCH_WITHOUT_SIDE_TABLES"] = "1"
     out = subprocess.run([sys.executable, __file__, "--child", database_url, path], env=env, cwd=ROOT,
@@ -165,6 +170,7 @@ def main():
     parser.add_argument("--postgres-only", action="store_true")
     parser.add_argument("--without-side-tables", action="store_true",
                         help="for comparison: drop the triggers that keep contact_tags/contact_values in step")
+    parser.add_argument("--writers", type=int, help="IMPORT_WRITERS for the PostgreSQL import (default: the app's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="nudge-import-bench-") as tmp:
         path = os.path.join(tmp, "contacts.csv")
@@ -174,7 +180,7 @@ def main():
         if not args.sqlite_only:
             reset_postgres(args.postgres_url)
             report("PostgreSQL", args.rows, run_child(args.postgres_url, path, os.path.join(tmp, "pg"),
-                                                      args.without_side_tables))
+                                                      args.without_side_tables, args.writers))
         if not args.postgres_only:
             sqlite_url = "sqlite:///" + os.path.join(tmp, "bench.db")
             report("SQLite", args.rows, run_child(sqlite_url, path, os.path.join(tmp, "sqlite"),

@@ -236,6 +236,40 @@ def test_counts_of_common_rules_are_index_only_scans(make_account, condition, in
     assert segments.count_matching(account.id, condition) > 0
 
 
+def test_a_status_branch_of_an_any_group_is_an_index_only_id_set(make_account):
+    """An `any` group is counted as the UNION of one id set per branch; a branch on contacts' own columns
+    with a status other than active reads its ids from ix_contacts_segment_status_other (migration 0009)
+    instead of the heap, and the count is exact (deleted contacts, other statuses and other domains left out)."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("index-only scans are a PostgreSQL plan")
+    account, _ = make_account()
+    db.session.execute(sa.text("""
+        INSERT INTO contacts (id, account_id, email, status, custom_fields, tags, created_at, updated_at)
+        SELECT gen_random_uuid(), :account, 'user' || i || '@d' || (i % 4) || '.example',
+               (ARRAY['active', 'unsubscribed', 'bounced', 'deleted', 'complained'])[1 + i % 5], '{}',
+               CASE WHEN i % 7 = 0 THEN ARRAY['t7'] END, now(), now()
+        FROM generate_series(1, 3000) AS i"""), {"account": account.id})
+    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as autocommit:
+        autocommit.exec_driver_sql("VACUUM ANALYZE contacts")
+    conditions = {"match": "any", "conditions": [
+        rule("tags", "contains_any", ["t7"]),
+        {"match": "all", "conditions": [rule("email", "ends_with", "@D1.example"),
+                                        rule("status", "eq", "unsubscribed")]}]}
+    expected = sum(1 for i in range(1, 3001) if i % 5 != 3 and (i % 7 == 0 or (i % 4 == 1 and i % 5 == 1)))
+    query = segments.count_query(account.id, conditions)
+    compiled = query.compile(db.engine, compile_kwargs={"render_postcompile": True})
+    connection = db.session.connection()
+    for setting in ("enable_seqscan", "enable_bitmapscan"):
+        connection.exec_driver_sql(f"SET LOCAL {setting} = off")
+    plan = "\n".join(row[0] for row in connection.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params))
+    db.session.rollback()
+    assert "Index Only Scan using ix_contacts_segment_status_other on contacts" in plan, plan
+    assert segments.count_matching(account.id, conditions) == expected
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contact).where(
+        segments.compile_conditions(account.id, conditions))) == expected
+
+
 def test_deleted_contacts_never_match(shop):
     account, _, _ = shop
     assert "gone" not in names(account, {"match": "all", "conditions": []})
