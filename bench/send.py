@@ -143,7 +143,7 @@ def campaign_messages(campaign_id, count):
     from nudge.services import sending
     content = sending.campaign_content(campaign_id)
     ids = db.session.scalars(sa.select(Message.id).where(Message.campaign_id == campaign_id).limit(count)).all()
-    return [content.raw(content.outgoing(message, contact)) for message, contact in sending._batch_rows(ids)]
+    return [content.raw(content.outgoing(message, contact)) for message, contact in sending._batch_rows(content, ids)]
 
 
 def ceiling(raws, threads):

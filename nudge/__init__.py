@@ -62,8 +62,8 @@ def _migrations_dir():
 
 
 def _register_blueprints(app):
-    from nudge.blueprints import (auth, campaigns, contacts, dashboard, editor, imports, media, outbox, segments,
-                                  sending_settings, settings, templates, tracking)
+    from nudge.blueprints import (auth, campaigns, contacts, dashboard, editor, hooks, imports, media, outbox,
+                                  segments, sending_settings, settings, templates, tracking)
     from nudge.blueprints.api import bp as api_bp
     from nudge.extensions import csrf
 
@@ -81,6 +81,8 @@ def _register_blueprints(app):
     app.register_blueprint(outbox.bp, url_prefix="/outbox")
     csrf.exempt(tracking.bp)  # one-click unsubscribes come from mailbox providers, without a session
     app.register_blueprint(tracking.bp)
+    csrf.exempt(hooks.bp)  # providers' webhooks: signed by the provider, no session
+    app.register_blueprint(hooks.bp)
     csrf.exempt(api_bp)  # bearer tokens, no cookies: CSRF does not apply
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     from nudge.blueprints.api.docs import bp as docs_bp

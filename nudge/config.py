@@ -146,6 +146,8 @@ def load_config(environ=None):
         "SES_ENDPOINT_URL": environ.get("NUDGE_SES_ENDPOINT_URL") or None,
         "SENDGRID_API_KEY": environ.get("NUDGE_SENDGRID_API_KEY") or None,
         "SENDGRID_API_URL": (environ.get("NUDGE_SENDGRID_API_URL") or "https://api.sendgrid.com").rstrip("/"),
+        # The Event Webhook's verification key (SendGrid: Mail Settings → Event Webhook → Signature Verification).
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": environ.get("NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
         "OUTBOX_DIR": os.path.abspath(environ["NUDGE_OUTBOX_DIR"]) if environ.get("NUDGE_OUTBOX_DIR") else None,
         "BULK_THRESHOLD": int(environ.get("NUDGE_BULK_THRESHOLD") or DEFAULT_BULK_THRESHOLD),
         "PROVIDERS_SMALL": parse_provider_list(environ.get("NUDGE_PROVIDERS_SMALL"), DEFAULT_SMALL),

@@ -1,4 +1,5 @@
-"""Settings → Sending: the account's own email provider, DKIM key, auto-pause thresholds and a test email.
+"""Settings → Sending: the account's own email provider, DKIM key, auto-pause thresholds, a test email, and
+where bounces and complaints come in.
 
 Each section is its own form that swaps itself (htmx) and also works as a plain form post. Secrets are never
 rendered back: the page only says which ones are saved.
@@ -9,7 +10,7 @@ from flask_login import current_user, login_required
 from nudge.blueprints.common import client_ip, field_errors, render, require_permission, with_toast
 from nudge.errors import ValidationError
 from nudge.extensions import htmx
-from nudge.services import sending
+from nudge.services import bounces, sending
 from nudge.services import sending_settings as service
 
 bp = Blueprint("sending_settings", __name__)
@@ -39,9 +40,17 @@ def _context(**extra):
         chain=service.account_providers(account_id, "test", 1, config)[0], min_sample=sending.MIN_SAMPLE,
         from_aligned=(not described["fields"]["dkim_domain"]
                       or service.aligned(described["fields"]["dkim_domain"], from_email)),
+        bounce_hooks=_bounce_hooks(config), bounce_counts=bounces.recent_counts(account_id),
     )
     context.update(extra)
     return context
+
+
+def _bounce_hooks(config):
+    """The webhook addresses to give the providers (from NUDGE_BASE_URL)."""
+    base = config["BASE_URL"]
+    return {"ses": f"{base}/hooks/ses", "sendgrid": f"{base}/hooks/sendgrid",
+            "sendgrid_key_set": bool(config.get("SENDGRID_WEBHOOK_PUBLIC_KEY"))}
 
 
 @bp.get("/")

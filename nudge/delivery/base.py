@@ -6,7 +6,9 @@
 - transient: try again later or through another provider (connection refused or lost, timeouts,
   4xx replies, throttling, bad credentials or a suspended account: nothing wrong with the recipient).
 - permanent: this recipient or this message will never be accepted (5xx recipient rejected, invalid
-  address, content rejected); error carries the server's reason for the campaign's failed list.
+  address, content rejected); error carries the server's reason for the campaign's failed list, and
+  bounce=True marks the ones that are a hard bounce of the recipient (the receiving server rejected the
+  address itself), which suppress the address like a bounce notification would.
 
 A provider instance is not thread-safe: use one per thread (PerThread below does the bookkeeping).
 """
@@ -28,6 +30,9 @@ class SendResult:
     error: str | None = None
     # Seconds the provider asked us to wait (429 Retry-After, a provider backing off), when known.
     retry_after: float | None = None
+    # A permanent failure that is a hard bounce: the receiving server said this address does not take mail
+    # (an SMTP 5xx to RCPT). The sending loop hands these to services.bounces.record_send_bounces.
+    bounce: bool = False
 
     @property
     def ok(self):
@@ -53,8 +58,8 @@ class Provider:
     def transient(self, error, retry_after=None):
         return SendResult(TRANSIENT, self.name, error=error, retry_after=retry_after)
 
-    def permanent(self, error):
-        return SendResult(PERMANENT, self.name, error=error)
+    def permanent(self, error, bounce=False):
+        return SendResult(PERMANENT, self.name, error=error, bounce=bounce)
 
     def __enter__(self):
         return self

@@ -4,6 +4,11 @@ NUDGE_SENDGRID_API_KEY (Bearer) and NUDGE_SENDGRID_API_URL (default https://api.
 requests.Session per instance keeps the HTTPS connection alive between sends; use one instance per
 thread. Our message id travels as custom_args["nudge_message_id"] (SendGrid echoes custom args in its
 event webhook) and our headers (List-Unsubscribe, Message-ID, X-Nudge-Message-Id) as headers.
+
+SendGrid accepts every well-formed recipient (a 400 is a malformed request, not a bounce) and reports
+bounces, drops and spam reports later through its signed Event Webhook (blueprints/hooks.py), matched by
+custom_args["nudge_message_id"] or the X-Message-Id kept as provider_message_id; so no SendResult here is
+a bounce.
 """
 from nudge.delivery.base import Backoff, Provider
 

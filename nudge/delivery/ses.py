@@ -5,6 +5,10 @@ AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance roles: boto3's usual chain); NUDGE_
 it at another endpoint (a local test server). boto3 is imported on first use (~40 MB, ~0.3 s), so a
 worker that never sends through SES does not pay for it. botocore's own retries are off: a throttled
 send comes back transient at once, so the pipeline can defer it instead of sleeping in a thread.
+
+SES never refuses a recipient while sending (an address on its suppression list is accepted and bounced
+later): its bounces and complaints arrive through Amazon SNS (blueprints/hooks.py), so no SendResult here is
+a bounce. The MessageId it returns is what those notifications name (mail.messageId).
 """
 from nudge.delivery.base import Backoff, Provider
 from nudge.delivery.message import InvalidAddress, ascii_address

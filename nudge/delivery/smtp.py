@@ -27,6 +27,11 @@ DEFAULT_PORTS = {"none": 25, "ssl": 465, "starttls": 587}
 # 530 authentication or STARTTLS required, 534/538 mechanism or encryption required, 535 bad
 # credentials: the relay's settings are wrong, not the recipient; another provider may do.
 RELAY_CONFIG_CODES = (530, 534, 535, 538)
+# RFC 3463 enhanced status codes: x.1.y are about the address (5.1.1 no such user, 5.1.2 no such domain,
+# 5.1.10 null MX), 5.2.1 a disabled mailbox. 5.7.y (policy: relay denied, blocklisted sender) and the rest
+# are about us or the message, never a reason to suppress the recipient.
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+ADDRESS_REJECTION_CODES = (550, 551, 553)
 _QUEUE_ID = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.I)
 _PERIODS = re.compile(rb"(?m)^\.")
 
@@ -103,6 +108,21 @@ def _has_dot_line(raw, budget=64):
             return b"\n." in raw
         index = raw.find(b".", index + 1)
     return False
+
+
+def is_address_rejection(reply):
+    """Whether a 5xx reply to RCPT says the address does not exist or takes no mail (a hard bounce), as
+    opposed to a refusal of the sender or the relay ("relay access denied"), which must never suppress
+    the recipient: a misconfigured relay would otherwise mark a whole list bounced."""
+    code, text = reply
+    if not 500 <= code < 600:
+        return False
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    enhanced = _ENHANCED.match(text)
+    if enhanced:
+        subject, detail = enhanced.group(2), enhanced.group(3)
+        return subject == "1" or (subject, detail) == ("2", "1")
+    return code in ADDRESS_REJECTION_CODES and "relay" not in text.lower()
 
 
 class _ConnectionLost(Exception):
@@ -292,17 +312,18 @@ class SMTPProvider(Provider):
             # RFC 5321 4.5.3.1.10: a 552 to RCPT ("too much mail") is to be treated as temporary.
             if rcpt[0] == 552:
                 return self.transient(f"recipient deferred: {_reply_text(rcpt)}")
-            return self._failure("recipient rejected", rcpt)
+            return self._failure("recipient rejected", rcpt, bounce=is_address_rejection(rcpt))
         if data_reply is None or data_reply[0] != 354:
             return self._failure("DATA refused", data_reply or (-1, b"no reply"))
         return None
 
-    def _failure(self, what, reply):
+    def _failure(self, what, reply, bounce=False):
+        """Classify a refusal; bounce=True (the address itself refused) makes a 5xx a hard bounce."""
         text = f"{what}: {_reply_text(reply)}"
         if reply[0] in RELAY_CONFIG_CODES:
             return self.transient(f"relay refused us (check NUDGE_SMTP_URL): {text}")
         if 500 <= reply[0] < 600:
-            return self.permanent(text)
+            return self.permanent(text, bounce=bounce)
         return self.transient(text)
 
     def _reset(self):

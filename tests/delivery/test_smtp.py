@@ -49,6 +49,17 @@ def test_each_recipient_gets_one_exact_copy_over_one_connection(smtp_server, mak
         assert parsed.get_body(("html",)).get_content().replace("\r\n", "\n") == message.html
 
 
+def send_each(server, make_message, addresses):
+    """{address: SendResult} of one message to each address, over one connection."""
+    skeleton = compose_skeleton("news@shop.example", "Shop")
+    results = {}
+    with provider_for(server) as provider:
+        for address in addresses:
+            message = make_message(address)
+            results[address] = provider.send(message, compose(skeleton, message))
+    return results
+
+
 @pytest.mark.parametrize("pipelining", [False, True])
 def test_rejected_recipients_are_classified_and_the_connection_stays_usable(smtp_server, make_message, pipelining):
     server = smtp_server(pipelining=pipelining)
@@ -57,12 +68,8 @@ def test_rejected_recipients_are_classified_and_the_connection_stays_usable(smtp
         "later@example.org": "451 4.7.1 Greylisted, try again later",
         "full@example.org": "552 5.2.2 Mailbox full",
     }
-    skeleton = compose_skeleton("news@shop.example", "Shop")
-    with provider_for(server) as provider:
-        results = {}
-        for address in ["gone@example.org", "later@example.org", "full@example.org", "ok@example.org"]:
-            message = make_message(address)
-            results[address] = provider.send(message, compose(skeleton, message))
+    results = send_each(server, make_message, ["gone@example.org", "later@example.org", "full@example.org",
+                                               "ok@example.org"])
 
     gone = results["gone@example.org"]
     assert gone.status == "permanent"
@@ -72,6 +79,42 @@ def test_rejected_recipients_are_classified_and_the_connection_stays_usable(smtp
     assert results["ok@example.org"].status == "sent"
     assert [m.rcpt_tos for m in server.messages] == [["ok@example.org"]]
     assert server.connections == 1
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_recipient_the_server_does_not_know_is_a_hard_bounce(smtp_server, make_message, pipelining):
+    server = smtp_server(pipelining=pipelining)
+    server.handler.reject = {
+        "gone@example.org": "550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown",
+        "nodomain@example.invalid": "553 Requested action not taken: mailbox name not allowed",
+        "relay@elsewhere.example": "554 5.7.1 <relay@elsewhere.example>: Relay access denied",
+        "old@example.org": "550 Relaying denied",
+        "later@example.org": "450 4.2.0 Mailbox busy",
+    }
+    results = send_each(server, make_message, [*server.handler.reject, "ok@example.org"])
+
+    assert results["gone@example.org"].status == "permanent" and results["gone@example.org"].bounce is True
+    assert results["nodomain@example.invalid"].bounce is True
+    # The relay refusing us is permanent for this message but says nothing about the address.
+    assert results["relay@elsewhere.example"].status == "permanent"
+    assert results["relay@elsewhere.example"].bounce is False and results["old@example.org"].bounce is False
+    assert results["later@example.org"].status == "transient" and results["later@example.org"].bounce is False
+    assert results["ok@example.org"].status == "sent" and results["ok@example.org"].bounce is False
+
+
+@pytest.mark.parametrize("reply, bounce", [
+    ((550, b"5.1.1 User unknown"), True),
+    ((550, b"5.1.10 Recipient address rejected: null MX"), True),
+    ((550, b"5.2.1 Mailbox disabled"), True),
+    ((550, b"5.2.2 Mailbox full"), False),
+    ((550, b"5.7.1 Service unavailable; client host blocked"), False),
+    ((551, b"User not local"), True),
+    ((554, b"Transaction failed"), False),
+    ((452, b"4.1.1 try later"), False),
+])
+def test_which_rcpt_refusals_are_address_rejections(reply, bounce):
+    from nudge.delivery.smtp import is_address_rejection
+    assert is_address_rejection(reply) is bounce
 
 
 def test_reconnects_when_the_server_dropped_the_connection(smtp_server, make_message):

@@ -191,19 +191,37 @@ def test_tracking_links_record_opens_clicks_and_unsubscribes(shop, smtp, app):
 def test_a_rejected_recipient_is_failed_with_the_reason_and_can_be_resent(shop, smtp):
     account, owner = shop
     add_contacts(account, "ann@example.org", "nobody@example.org")
-    smtp.handler.reject["nobody@example.org"] = "550 5.1.1 <nobody@example.org>: mailbox unavailable"
+    smtp.handler.reject["nobody@example.org"] = "554 5.7.1 <nobody@example.org>: policy rejection"
     campaign = new_campaign(owner)
     campaigns.send_now(owner, campaign.id)
     db.session.refresh(campaign)
-    assert (campaign.status, campaign.sent_count, campaign.failed_count) == ("sent", 1, 1)
+    assert (campaign.status, campaign.sent_count, campaign.failed_count, campaign.bounced_count) == ("sent", 1, 1, 0)
     failed = db.session.scalars(sending.failed_messages_query(account.id, campaign.id)).one()
-    assert failed.email == "nobody@example.org" and "mailbox unavailable" in failed.error
+    assert failed.email == "nobody@example.org" and "policy rejection" in failed.error
 
     del smtp.handler.reject["nobody@example.org"]
     assert sending.retry_failed(campaign.id) == 1
     db.session.refresh(campaign)
     assert (campaign.status, campaign.sent_count, campaign.failed_count) == ("sent", 2, 0)
     assert sorted(received(smtp)) == ["ann@example.org", "nobody@example.org"]
+
+
+def test_an_unknown_mailbox_is_a_hard_bounce_counted_on_the_campaign_and_suppressed(shop, smtp):
+    account, owner = shop
+    ann, nobody = add_contacts(account, "ann@example.org", "nobody@example.org")
+    smtp.handler.reject["nobody@example.org"] = "550 5.1.1 <nobody@example.org>: mailbox unavailable"
+    campaign = new_campaign(owner)
+    campaigns.send_now(owner, campaign.id)
+    db.session.refresh(campaign)
+    assert (campaign.status, campaign.sent_count, campaign.failed_count, campaign.bounced_count) == ("sent", 1, 1, 1)
+    db.session.refresh(nobody)
+    db.session.refresh(ann)
+    assert (nobody.status, ann.status) == ("bounced", "active")
+    assert suppressions.is_suppressed(account.id, "nobody@example.org")
+    bounce = db.session.scalars(sa.select(EmailEvent).where(EmailEvent.event_type == "email.bounced")).one()
+    assert (bounce.contact_id, bounce.campaign_id) == (nobody.id, campaign.id)
+    assert bounce.event_data["type"] == "hard" and "mailbox unavailable" in bounce.event_data["reason"]
+    assert sending.retry_failed(campaign.id) == 0     # a bounced address is never mailed again
 
 
 def test_failover_to_the_next_provider_when_the_first_is_down(app, shop, tmp_path):
