@@ -49,9 +49,21 @@ def serve(host, port, threads, workers):
     app = current_app._get_current_object()
     consumer = start_embedded_consumer(app, workers=workers)
     atexit.register(consumer.stop, graceful=True)
+    _stop_on_sigterm()
     click.echo(f"NudgeCampaign on http://{host}:{port}/ (database: {app.config['SQLALCHEMY_DATABASE_URI'].split(':')[0]}, "
                f"jobs: {'redis' if app.config['REDIS_URL'] else 'sqlite'}, embedded worker threads: {workers})")
     waitress.serve(app, host=host, port=port, threads=threads, ident="NudgeCampaign")
+
+
+def _stop_on_sigterm():
+    """SIGTERM (docker stop, systemd, a supervisor) stops the server like Ctrl-C: waitress finishes its
+    requests and the embedded worker its jobs, instead of the process dying mid-job."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 @cli.command("worker")

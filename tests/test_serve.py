@@ -53,7 +53,7 @@ def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
         assert "Content-Security-Policy" in response.headers
         assert ping("embedded").get(blocking=True, timeout=60)["value"] == "embedded"
     finally:
-        os.killpg(server.pid, signal.SIGINT)
+        os.killpg(server.pid, signal.SIGTERM)   # what docker stop and systemd send: a graceful stop
         try:
             output = server.communicate(timeout=20)[0].decode(errors="replace")
         except subprocess.TimeoutExpired:
@@ -61,3 +61,4 @@ def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
             output = server.communicate()[0].decode(errors="replace")
         print(output[-3000:])
     assert "Executing nudge.tasks.ping" in output
+    assert server.returncode == 0 and "All workers have stopped" in output   # SIGTERM stopped it gracefully
