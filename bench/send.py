@@ -1,20 +1,22 @@
 """Campaign send throughput: N recipients through one `nudge worker` to Postfix's smtp-sink, end to end.
 
-    .venv/bin/python bench/send.py                          # 100,000 recipients, worker -w 8 (threads)
-    .venv/bin/python bench/send.py --recipients 20000 --workers 12 --template plain
+    .venv/bin/python bench/send.py                          # 100,000 recipients, worker -w 4 (threads)
+    .venv/bin/python bench/send.py --recipients 20000 --workers 2 --connections 16 --template plain
 
 Builds the PostgreSQL database `nudge_bench_send` with the real migrations, an account with N active
 contacts (one INSERT … SELECT) and a campaign whose content is a gallery template (`--template`: the
 newsletter, ~49 KB of HTML and 11 tracked links, by default; `announcement` ~32 KB; `plain` ~11 KB),
 personalised per recipient. Starts `smtp-sink -u nobody 127.0.0.1:2526 1000` and one `nudge worker`
-process (PostgreSQL + Redis, provider smtp, NUDGE_SEND_WORKERS = worker threads), then presses Send
+process (PostgreSQL + Redis, provider smtp, NUDGE_SEND_WORKERS = worker threads, NUDGE_SEND_CONNECTIONS =
+--connections per thread), then presses Send
 through the service (campaigns.send_now: checks, content freeze, the snapshot, enqueue) and measures
 - first email: from the Send call to the first message's sent_at;
 - throughput: recipients / (last sent_at - Send), in emails per minute;
 - the worker's peak RSS (VmHWM of the worker process and its children).
 Then it prints the size of the campaign's messages on the wire and the same sink's ceiling for them: a
 raw smtplib blast of 20,000 of the campaign's own composed messages, with as many threads as the worker,
-and the pipeline / ceiling ratio. Targets (issue 5): >= 100,000 emails/min, first email < 1 s, worker
+and the pipeline / ceiling ratio; and the same messages sent by the worker's own SMTP client alone (waves
+over as many connections, no rendering and no recording), which says what the rest of the pipeline costs. Targets (issue 5): >= 100,000 emails/min, first email < 1 s, worker
 peak RSS < 150 MB.
 """
 import argparse
@@ -47,10 +49,11 @@ def admin(statement):
     conn.close()
 
 
-def environment(instance, workers):
+def environment(instance, workers, connections):
     return dict(os.environ, NUDGE_DATABASE_URL=f"{SERVER}/{DATABASE}", NUDGE_REDIS_URL=REDIS,
                 NUDGE_INSTANCE_PATH=instance, NUDGE_SMTP_URL=f"smtp://127.0.0.1:{SINK_PORT}",
                 NUDGE_PROVIDERS_SMALL="smtp", NUDGE_PROVIDERS_BULK="smtp", NUDGE_SEND_WORKERS=str(workers),
+                NUDGE_SEND_CONNECTIONS=str(connections),
                 NUDGE_BASE_URL="https://mail.bench.example", NUDGE_LOG_LEVEL="WARNING")
 
 
@@ -165,10 +168,38 @@ def ceiling(raws, threads):
     return messages / (time.perf_counter() - started)
 
 
+def wave_ceiling(raws, threads, connections):
+    """The same messages through the worker's SMTP client alone (SMTPProvider.send_each: a wave over
+    `connections` connections per thread), without rendering or recording: messages per second."""
+    from collections import namedtuple
+
+    from nudge.delivery.smtp import SMTPProvider
+    envelope = namedtuple("Envelope", "sender to_email")
+    chunks = [raws[i::threads] for i in range(threads)]
+
+    def blast(chunk):
+        providers = [SMTPProvider(f"smtp://127.0.0.1:{SINK_PORT}") for _ in range(connections)]
+        for start in range(0, len(chunk), connections):
+            wave = chunk[start:start + connections]
+            items = [(envelope("news@juniper.example", f"u{start + i}@example.com"), raw) for i, raw in enumerate(wave)]
+            results = SMTPProvider.send_each(providers[:len(wave)], items)
+            assert all(result.ok for result in results), results
+        for provider in providers:
+            provider.close()
+    workers = [threading.Thread(target=blast, args=(chunk,)) for chunk in chunks]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return len(raws) / (time.perf_counter() - started)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipients", type=int, default=100_000)
-    parser.add_argument("--workers", type=int, default=8, help="worker threads of the one `nudge worker`")
+    parser.add_argument("--workers", type=int, default=4, help="worker threads of the one `nudge worker`")
+    parser.add_argument("--connections", type=int, default=8, help="SMTP connections per sending thread")
     parser.add_argument("--worker-type", default="thread", choices=["thread", "process"])
     parser.add_argument("--template", default="newsletter",
                         help="the gallery template of the campaign's content (newsletter: ~49 KB of HTML, the "
@@ -176,7 +207,7 @@ def main():
     args = parser.parse_args()
 
     instance = tempfile.mkdtemp(prefix="nudge-bench-send-")
-    env = environment(instance, args.workers)
+    env = environment(instance, args.workers, args.connections)
     sink = start_sink()
     import redis
     redis.Redis.from_url(REDIS).flushdb()
@@ -228,12 +259,15 @@ def main():
     print(f"campaign status: {status}; sent {sent:,}, failed {failed:,}")
     print(f"first email after Send: {(first - send_at).total_seconds() * 1000:.0f} ms")
     print(f"Send -> last email: {seconds:.1f} s = {rate:,.0f} emails/min ({rate / 60:,.0f}/s)")
-    print(f"worker peak RSS ({args.worker_type} x {args.workers}): {peak:.0f} MB")
+    print(f"worker peak RSS ({args.worker_type} x {args.workers}, {args.connections} connections each): {peak:.0f} MB")
     raws = campaign_messages(campaign.id, min(20_000, args.recipients))
     print(f"message size on the wire: {sum(map(len, raws)) / len(raws) / 1024:.0f} KB ({args.template})")
     blast = ceiling(raws, args.workers)
     print(f"raw smtplib blast at the same sink, {args.workers} threads: {blast * 60:,.0f}/min ({blast:,.0f}/s); "
           f"pipeline / ceiling = {rate / 60 / blast:.0%}")
+    waves = wave_ceiling(raws, args.workers, args.connections)
+    print(f"the worker's SMTP client alone, same messages, {args.workers} threads x {args.connections} connections: "
+          f"{waves * 60:,.0f}/min ({waves:,.0f}/s); pipeline / that = {rate / 60 / waves:.0%}")
     context.pop()
     sink.terminate()
 

@@ -134,7 +134,9 @@ def load_config(environ=None):
         "TRUSTED_PROXIES": int(environ.get("NUDGE_TRUSTED_PROXIES") or 0),
         "LOG_LEVEL": environ.get("NUDGE_LOG_LEVEL") or "INFO",
         # Sending: delivery tasks per campaign, and how old a claim must be before a worker is presumed dead.
-        "SEND_WORKERS": int(environ.get("NUDGE_SEND_WORKERS") or 8),
+        "SEND_WORKERS": int(environ.get("NUDGE_SEND_WORKERS") or 4),
+        # SMTP connections each delivery task keeps open and sends a wave on at once (services/sending.py).
+        "SEND_CONNECTIONS": int(environ.get("NUDGE_SEND_CONNECTIONS") or 0) or None,
         "SEND_CLAIM_TIMEOUT": float(environ.get("NUDGE_SEND_CLAIM_TIMEOUT") or 20),
         # Images uploaded for emails: stored on disk, served publicly (recipients' mail clients load them).
         "UPLOAD_DIR": os.path.abspath(environ.get("NUDGE_UPLOAD_DIR") or os.path.join(path, "uploads")),

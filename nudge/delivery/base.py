@@ -1,6 +1,8 @@
 """The provider interface: send one composed message, get a classified result back, never an exception.
 
     provider.send(message, raw) -> SendResult("sent" | "transient" | "permanent", provider, ...)
+    type(provider).send_each([provider, …], [(message, raw), …]) -> [SendResult, …]   (a wave: one
+        message per connection; SMTP overlaps their round trips)
 
 - sent: the provider accepted the message (provider_message_id when it gives one).
 - transient: try again later or through another provider (connection refused or lost, timeouts,
@@ -45,9 +47,18 @@ class Provider:
     # False when the provider builds its own MIME from the message (SendGrid's JSON API): the caller
     # may then pass raw=None and skip composing.
     needs_raw = True
+    # True when send_each overlaps several connections' round trips (SMTP); else a wave is sent one message
+    # after another, and the sending loop sends one message at a time.
+    overlaps_connections = False
 
     def send(self, message, raw):
         raise NotImplementedError
+
+    @staticmethod
+    def send_each(providers, items):
+        """send() of items[i] = (message, raw) through providers[i], in order. Providers that can overlap
+        several connections' round trips (SMTP) override this."""
+        return [provider.send(message, raw) for provider, (message, raw) in zip(providers, items)]
 
     def close(self):
         """Release connections; the provider reconnects if used again."""

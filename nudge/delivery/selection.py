@@ -109,23 +109,50 @@ class FailoverSender:
         """Whether send() needs the composed bytes (False only when every provider builds its own)."""
         return any(self.provider(name).needs_raw for name in self.names)
 
+    @property
+    def overlaps_connections(self):
+        """Whether the first provider sends a wave over several connections at once (SMTP)."""
+        return self.provider(self.names[0]).overlaps_connections
+
     def send(self, message, raw):
-        errors = []
-        waits = []
-        for name in self.names:
-            provider = self.provider(name)
-            if raw is None and provider.needs_raw:
-                raise ValueError(f"provider {name} needs the composed message (raw)")
-            result = provider.send(message, raw)
-            if result.status != TRANSIENT:
-                return result
-            errors.append(f"{name}: {result.error}")
-            if result.retry_after is not None:
-                waits.append(result.retry_after)
-        return SendResult(TRANSIENT, self.names[-1], error="; ".join(errors),
-                          retry_after=min(waits) if len(waits) == len(self.names) else None)
+        return send_wave([self], [(message, raw)])[0]
 
     def close(self):
         providers, self._providers = list(self._providers.values()), {}
         for provider in providers:
             provider.close()
+
+
+def send_wave(senders, items):
+    """FailoverSender.send of items[i] = (message, raw) through senders[i] (one sender per connection), each
+    provider's sends made together (Provider.send_each: SMTP overlaps their round trips). A transient
+    failure goes on to that sender's next provider; a permanent result is final; all transient -> transient."""
+    results = [None] * len(items)
+    errors = [[] for _ in items]
+    waits = [[] for _ in items]
+    pending = list(range(len(items)))
+    for level in range(max((len(sender.names) for sender in senders), default=0)):
+        groups = {}
+        for index in pending:
+            names = senders[index].names
+            if level < len(names):
+                provider = senders[index].provider(names[level])
+                if items[index][1] is None and provider.needs_raw:
+                    raise ValueError(f"provider {names[level]} needs the composed message (raw)")
+                groups.setdefault(type(provider), []).append((index, provider))
+        pending = []
+        for kind, members in groups.items():
+            outcomes = kind.send_each([provider for _, provider in members], [items[index] for index, _ in members])
+            for (index, provider), result in zip(members, outcomes):
+                if result.status != TRANSIENT:
+                    results[index] = result
+                    continue
+                errors[index].append(f"{senders[index].names[level]}: {result.error}")
+                if result.retry_after is not None:
+                    waits[index].append(result.retry_after)
+                pending.append(index)
+    for index in pending:
+        names = senders[index].names
+        results[index] = SendResult(TRANSIENT, names[-1], error="; ".join(errors[index]),
+                                    retry_after=min(waits[index]) if len(waits[index]) == len(names) else None)
+    return results

@@ -12,6 +12,7 @@ render, send and record each result as it comes (docs/delivery.md says what this
 """
 import datetime as dt
 import threading
+from concurrent.futures import ThreadPoolExecutor
 import time
 import uuid
 from typing import NamedTuple
@@ -115,7 +116,7 @@ def snapshot_complete(campaign_id):
 
 
 def worker_count():
-    return max(1, int(current_app.config.get("SEND_WORKERS", 8)))
+    return max(1, int(current_app.config.get("SEND_WORKERS") or 4))
 
 
 def enqueue_workers(campaign_id, count=None):
@@ -128,13 +129,17 @@ def enqueue_workers(campaign_id, count=None):
 # --------------------------------------------------------------------------------------------------
 # Claiming and recording
 
-def claim(campaign_id, limit=BATCH):
-    """Mark up to `limit` queued messages as being sent by this worker; returns their ids."""
+def _claimable(campaign_id, limit):
+    """SELECT of up to `limit` queued messages' ids, locked (skipping rows another worker holds) on PostgreSQL.
+    Any order will do: sorting 100,000 queued rows per claim cost ~200 µs per message."""
     pick = (sa.select(Message.id).where(Message.campaign_id == campaign_id, Message.status == "queued")
             .limit(limit))
-    if is_postgres():
-        pick = pick.with_for_update(skip_locked=True)
-    statement = (sa.update(Message).where(Message.id.in_(pick.scalar_subquery()))
+    return pick.with_for_update(skip_locked=True) if is_postgres() else pick
+
+
+def claim(campaign_id, limit=BATCH):
+    """Mark up to `limit` queued messages as being sent by this worker; returns their ids."""
+    statement = (sa.update(Message).where(Message.id.in_(_claimable(campaign_id, limit).scalar_subquery()))
                  .values(status="sending", claimed_at=utcnow(), attempts=Message.attempts + 1)
                  .returning(Message.id))
     ids = [row[0] for row in db.session.execute(statement, execution_options={"synchronize_session": False})]
@@ -166,11 +171,35 @@ def _batch_rows(content, ids):
     statement = (sa.select(*_BATCH_COLUMNS)
                  .select_from(_MESSAGES.outerjoin(_CONTACTS, _CONTACTS.c.id == _MESSAGES.c.contact_id))
                  .where(_MESSAGES.c.id.in_(ids)).order_by(_MESSAGES.c.id))
+    return _pairs(content, db.session.connection().execute(statement))
+
+
+def _pairs(content, rows):
     pairs = []
-    for row in db.session.connection().execute(statement):
+    for row in rows:
         recipient = Recipient(row[0], content.account_id, content.campaign_id, row[1], row[2], row[3])
         contact = dict(zip(CONTACT_COLUMNS, row[4:])) if recipient.contact_id else None
         pairs.append((recipient, contact))
+    return pairs
+
+
+def claim_batch(content, limit=BATCH):
+    """Claim up to `limit` queued messages of the campaign: their (Recipient, contact dict) pairs. On
+    PostgreSQL the claim and the read of the recipients' contacts are one statement (an UPDATE … RETURNING
+    joined to contacts), one round trip instead of two and no list of ids sent back."""
+    if not is_postgres():
+        ids = claim(content.campaign_id, limit)
+        return _batch_rows(content, ids) if ids else []
+    claimed = (sa.update(_MESSAGES)
+               .where(_MESSAGES.c.id.in_(_claimable(content.campaign_id, limit).scalar_subquery()))
+               .values(status="sending", claimed_at=utcnow(), attempts=_MESSAGES.c.attempts + 1)
+               .returning(_MESSAGES.c.id, _MESSAGES.c.contact_id, _MESSAGES.c.email, _MESSAGES.c.attempts)
+               .cte("claimed"))
+    statement = (sa.select(claimed.c.id, claimed.c.contact_id, claimed.c.email, claimed.c.attempts,
+                           *[_CONTACTS.c[name] for name in CONTACT_COLUMNS])
+                 .select_from(claimed.outerjoin(_CONTACTS, _CONTACTS.c.id == claimed.c.contact_id)))
+    pairs = _pairs(content, db.session.connection().execute(statement))
+    db.session.commit()
     return pairs
 
 
@@ -435,11 +464,63 @@ def missing_sent_events(campaign_id):
 
 
 def add_counts(campaign_id, sent, failed):
-    """Add one batch's results to the campaign's counters (recounted exactly when the campaign finishes)."""
-    if sent or failed:
-        db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id).values(
+    """Add one batch's results to the campaign's counters (recounted exactly when the campaign finishes),
+    unless it has finished meanwhile; False then (its recount already includes them)."""
+    if not (sent or failed):
+        return True
+    return db.session.execute(
+        sa.update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "sent").values(
             sent_count=Campaign.sent_count + sent, delivered_count=Campaign.delivered_count + sent,
-            failed_count=Campaign.failed_count + failed, updated_at=utcnow()))
+            failed_count=Campaign.failed_count + failed, updated_at=utcnow())).rowcount == 1
+
+
+def record_batch(campaign_id, ids, sent, failed):
+    """A batch's email.sent events and its counts on the campaign, in one transaction, once every result of
+    the batch is committed. When the campaign finished meanwhile, nothing: _finish (which takes the
+    campaign's row before it repairs missing events and recounts) already included this batch, so no event
+    and no count is ever written twice."""
+    sent_events_for(ids)
+    if add_counts(campaign_id, sent, failed):
+        db.session.commit()
+    else:
+        db.session.rollback()
+
+
+class BatchBookkeeper:
+    """Runs record_batch for a sending thread: on PostgreSQL on a thread of its own, one batch at a time and
+    in order, so the sending thread claims and sends its next batch meanwhile (a batch's events cost
+    PostgreSQL ~100 µs per email: its indexes and foreign keys); an error is raised by the next submit() or
+    by flush(). On SQLite (one writer at a time) in the sending thread. A worker killed with a batch
+    pending loses nothing: _finish writes missing events and recounts."""
+
+    def __init__(self):
+        self.app = current_app._get_current_object()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="nudge-bookkeeping") if is_postgres() else None
+        self.pending = None
+
+    def submit(self, campaign_id, ids, sent, failed):
+        if self.executor is None:
+            record_batch(campaign_id, ids, sent, failed)
+            return
+        self.flush()
+        self.pending = self.executor.submit(self._run, campaign_id, ids, sent, failed)
+
+    def _run(self, *batch):
+        with self.app.app_context():
+            record_batch(*batch)
+
+    def flush(self):
+        """Return once the last batch is recorded (raising its error, if any)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self):
+        try:
+            self.flush()
+        finally:
+            if self.executor is not None:
+                self.executor.shutdown()
 
 
 def touch_claims(campaign_id, ids):
@@ -473,17 +554,22 @@ def refresh_counts(campaign_id):
 
 
 def _finish(campaign_id):
-    """Mark the campaign sent when nothing is queued or in flight (once, whoever gets here first)."""
+    """Mark the campaign sent when nothing is queued or in flight (once, whoever gets here first), then
+    write the events a killed worker did not get to and recount, in the same transaction. Marking it first
+    takes the campaign's row: a batch's bookkeeping in flight either committed before (its events are seen
+    here) or finds the campaign sent and rolls back (record_batch)."""
     busy = db.session.scalar(sa.select(sa.func.count()).select_from(Message).where(
         Message.campaign_id == campaign_id, Message.status.in_(("queued", "sending"))))
     if busy:
         return False
-    missing_sent_events(campaign_id)
-    refresh_counts(campaign_id)
     result = db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "sending")
                                 .values(status="sent", sent_at=utcnow()))
-    db.session.commit()
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        db.session.rollback()
+        return False
+    missing_sent_events(campaign_id)
+    refresh_counts(campaign_id)
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -587,11 +673,16 @@ def render_for_browser(message):
 # Delivering
 
 _local = threading.local()
-# A sending thread takes turns between this many connections: while one email's result is being
-# committed, the next leaves on the other connection (each connection still sends its next email only once
-# its last result is committed).
-CONNECTIONS_PER_THREAD = 2
+# A sending thread sends in waves, one email on each of its connections at once, their SMTP round trips
+# overlapped (two per wave instead of two per email). Each connection sends its next email only once its
+# last result is committed. NUDGE_SEND_CONNECTIONS overrides it.
+CONNECTIONS_PER_THREAD = 8
+STATUS_CHECK_SECONDS = 0.25     # how often a sending thread looks whether its campaign was paused or cancelled
 PROVIDER_SETTINGS = ("SMTP_URL", "SES_REGION", "SES_ENDPOINT_URL", "SENDGRID_API_KEY", "SENDGRID_API_URL", "OUTBOX_DIR")
+
+
+def connections_per_thread():
+    return max(1, int(current_app.config.get("SEND_CONNECTIONS") or CONNECTIONS_PER_THREAD))
 
 
 def sender_for(account_id, size, slot=0):
@@ -615,6 +706,16 @@ def sender_for(account_id, size, slot=0):
     return sender
 
 
+def _senders(account_id, recipients):
+    """This thread's senders, one per connection of a wave: connections_per_thread() of them when the
+    account's first provider overlaps its connections' round trips (SMTP), else one (an HTTP API is called
+    one message at a time either way, and a wave would only leave more results unrecorded at a time)."""
+    first = sender_for(account_id, recipients, 0)
+    if not first.overlaps_connections:
+        return [first]
+    return [first] + [sender_for(account_id, recipients, slot) for slot in range(1, connections_per_thread())]
+
+
 def _status(campaign_id):
     db.session.expire_all()
     return db.session.scalar(sa.select(Campaign.status).where(Campaign.id == campaign_id))
@@ -623,63 +724,63 @@ def _status(campaign_id):
 def deliver_chunk(campaign_id, seconds=CHUNK_SECONDS):
     """Claim and send batches for up to `seconds`; returns "done", "stopped" or "more"."""
     recorder = Recorder()
+    bookkeeper = BatchBookkeeper()
     try:
-        return _deliver(campaign_id, seconds, recorder)
+        return _deliver(campaign_id, seconds, recorder, bookkeeper)
     finally:
-        recorder.close()
+        try:
+            bookkeeper.close()
+        finally:
+            recorder.close()
 
 
-def _deliver(campaign_id, seconds, recorder):
+def _deliver(campaign_id, seconds, recorder, bookkeeper):
     deadline = time.monotonic() + seconds
     content = campaign_content(campaign_id)
     recipients = db.session.scalar(sa.select(Campaign.recipient_count).where(Campaign.id == campaign_id)) or 0
-    senders = [sender_for(content.account_id, recipients, slot) for slot in range(CONNECTIONS_PER_THREAD)]
+    senders = _senders(content.account_id, recipients)
     heartbeat_seconds = claim_timeout().total_seconds() / 4
     limiter = domain_limiter()
-    transient_streak = 0
+    streak = [0]        # consecutive transient failures
+    complete = False
     while time.monotonic() < deadline:
         if _status(campaign_id) != "sending":
             return "stopped"
-        ids = claim(campaign_id)
-        if not ids:
-            if not snapshot_complete(campaign_id):
+        # Read before the claim: the rest of the snapshot commits with the count, so a claim made after the
+        # count was seen sees every recipient, and an empty one means there is nothing left to send.
+        complete = complete or snapshot_complete(campaign_id)
+        rows = claim_batch(content)
+        if not rows:
+            if not complete:
                 time.sleep(SNAPSHOT_POLL)   # the rest of the recipients are going in: they come next
                 continue
+            bookkeeper.flush()
             _finish(campaign_id)
             return "done"
-        rows = _batch_rows(content, ids)
-        tally = {"sent": 0, "failed": 0, "transient": 0, "deferred": 0}
-        bounced = []        # ids of the recipients the server refused outright (hard bounces)
-        last_touch = time.monotonic()
+        batch = _Batch(rows)
+        last_touch = last_check = time.monotonic()
         stopped = False
-        committing = [None] * len(senders)  # per connection: the ticket of its last email's result
-        for position, (message, contact) in enumerate(rows):
-            if position and position % 50 == 0 and _status(campaign_id) != "sending":
-                release([m.id for m, _ in rows[position:]])
-                stopped = True
-                break
+        while not batch.done():
+            if time.monotonic() - last_check > STATUS_CHECK_SECONDS:
+                if _status(campaign_id) != "sending":
+                    release(batch.unsent())
+                    stopped = True
+                    break
+                last_check = time.monotonic()
             if time.monotonic() - last_touch > heartbeat_seconds:
-                touch_claims(campaign_id, [m.id for m, _ in rows[position:]])
+                touch_claims(campaign_id, batch.unsent())
                 last_touch = time.monotonic()
-            slot = position % len(senders)
-            outcome, committing[slot] = _send_one(content, senders[slot], message, contact, recorder, limiter,
-                                                  committing[slot])
-            if outcome == "bounced":
-                bounced.append(message.id)
-                outcome = "failed"
-            tally[outcome] += 1
-            transient_streak = transient_streak + 1 if outcome == "transient" else 0
-            if transient_streak >= TRANSIENT_STREAK_PAUSE:
-                release([m.id for m, _ in rows[position + 1:]])
+            _send_wave(content, senders, batch, recorder, limiter, streak)
+            if streak[0] >= TRANSIENT_STREAK_PAUSE:
+                release(batch.unsent())
                 auto_pause(campaign_id, "Every email provider failed for the last "
                                         f"{TRANSIENT_STREAK_PAUSE} emails; check the sending settings, then resume.")
                 stopped = True
                 break
-        for ticket in committing:
+        for ticket in batch.committing:
             recorder.wait(ticket)
-        sent_events_for(ids)
-        add_counts(campaign_id, tally["sent"], tally["failed"])
-        db.session.commit()
+        tally, bounced = batch.tally, batch.bounced
+        bookkeeper.submit(campaign_id, [message.id for message, _ in rows], tally["sent"], tally["failed"])
         if bounced:
             bounces.record_send_bounces(campaign_id, _recorded_errors(bounced))
         if tally["deferred"] and not tally["sent"]:
@@ -709,32 +810,90 @@ _limiter = None
 MAX_DOMAIN_WAIT = 0.25  # seconds a thread may wait for a domain's next slot; longer, the message goes back
 
 
-def _wait_for_domain(limiter, email):
-    """True when the recipient's domain has a slot now (after at most a short wait)."""
-    wait = limiter.acquire(email.rsplit("@", 1)[-1].lower())
-    if wait <= 0:
-        return True
-    if wait > MAX_DOMAIN_WAIT:
-        return False
-    time.sleep(wait)
-    return limiter.acquire(email.rsplit("@", 1)[-1].lower()) <= 0
+class _Batch:
+    """A claimed batch as it goes out, wave by wave: rows[position:] are still to be rendered; `held` are
+    rendered ones whose domain had no slot yet (they lead the next wave); `committing` the tickets of the
+    last wave's results."""
+
+    def __init__(self, rows):
+        self.rows, self.position, self.held, self.committing = rows, 0, [], []
+        self.tally = {"sent": 0, "failed": 0, "transient": 0, "deferred": 0}
+        self.bounced = []       # ids of the recipients the server refused outright (hard bounces)
+
+    def done(self):
+        return self.position >= len(self.rows) and not self.held
+
+    def unsent(self):
+        """Ids of the claimed messages not sent yet."""
+        return [entry[0].id for entry in self.held] + [message.id for message, _ in self.rows[self.position:]]
 
 
-def _send_one(content, sender, message, contact, recorder, limiter, committing):
-    """Render, send and record one message; returns ("sent" | "failed" | "bounced" | "transient" | "deferred", the
-    ticket of its result while that is being committed, or None). `committing` is the previous email's
-    ticket: this email is rendered while that result is written, and leaves only once it is committed."""
-    if not _wait_for_domain(limiter, message.email):
-        recorder.defer(message.id)
-        return "deferred", committing
+def _send_wave(content, senders, batch, recorder, limiter, streak):
+    """Render, send and record one wave of the batch: up to one message per connection. The wave is
+    rendered while the last wave's results are being committed and leaves only once they are: never two
+    unrecorded emails on one connection. Each message takes its domain's rate-limit slot just before it
+    leaves; one without a slot yet waits for the next wave. Counts outcomes into the batch's tally and
+    consecutive transient failures into streak[0]."""
+    from nudge.delivery.selection import send_wave
+    ready = list(batch.held)
+    while batch.position < len(batch.rows) and len(ready) < len(senders):
+        message, contact = batch.rows[batch.position]
+        batch.position += 1
+        outgoing = _prepare(content, message, contact, recorder)
+        if outgoing is None:
+            batch.tally["failed"] += 1
+            continue
+        ready.append((message, outgoing, content.raw(outgoing) if senders[0].needs_raw else None))
+    for ticket in batch.committing:
+        recorder.wait(ticket)
+    leaving, batch.held = _take_domain_slots(limiter, ready, recorder, batch.tally)
+    results = send_wave(senders[:len(leaving)], [(outgoing, raw) for _, outgoing, raw in leaving])
+    batch.committing = []
+    for (message, _, _), result in zip(leaving, results):
+        outcome, ticket = _record(recorder, message, result)
+        if ticket is not None:
+            batch.committing.append(ticket)
+        if outcome == "bounced":
+            batch.bounced.append(message.id)
+            outcome = "failed"
+        batch.tally[outcome] += 1
+        streak[0] = streak[0] + 1 if outcome == "transient" else 0
+
+
+def _take_domain_slots(limiter, ready, recorder, tally):
+    """(the rendered messages that may leave now, those held for the next wave). A message whose domain
+    has no slot within MAX_DOMAIN_WAIT goes back to the queue; when every one must wait a little, the
+    shortest wait is slept."""
+    while True:
+        leaving, held = [], []
+        for entry in ready:
+            wait = limiter.acquire(entry[0].email.rsplit("@", 1)[-1].lower())
+            if wait <= 0:
+                leaving.append(entry)
+            elif wait > MAX_DOMAIN_WAIT:
+                recorder.defer(entry[0].id)
+                tally["deferred"] += 1
+            else:
+                held.append((entry, wait))
+        if leaving or not held:
+            return leaving, [entry for entry, _ in held]
+        time.sleep(min(wait for _, wait in held))
+        ready = [entry for entry, _ in held]
+
+
+def _prepare(content, message, contact, recorder):
+    """One recipient's OutgoingMessage, or None when it cannot be personalised (recorded as failed with the
+    reason)."""
     try:
-        outgoing = content.outgoing(message, contact)
+        return content.outgoing(message, contact)
     except ValidationError as exc:
         recorder.failed(message.id, None, exc.message)
-        return "failed", committing
-    raw = content.raw(outgoing) if sender.needs_raw else None
-    recorder.wait(committing)
-    result = sender.send(outgoing, raw)
+        return None
+
+
+def _record(recorder, message, result):
+    """Record one send result: ("sent" | "failed" | "bounced" | "transient", the ticket of a sent result
+    while it is being committed, or None)."""
     if result.status == "sent":
         return "sent", recorder.sent_later(message.id, result.provider, result.provider_message_id)
     if result.status == "permanent" or message.attempts >= MAX_ATTEMPTS:
@@ -742,9 +901,7 @@ def _send_one(content, sender, message, contact, recorder, limiter, committing):
         if result.status != "permanent":
             error = f"Gave up after {message.attempts} attempts: {error}"
         recorder.failed(message.id, result.provider, error)
-        if result.bounce:
-            return "bounced", None
-        return "failed", None
+        return ("bounced" if result.bounce else "failed"), None
     recorder.requeue(message.id, result.provider, result.error)
     return "transient", None
 

@@ -8,7 +8,7 @@ from nudge.delivery.base import SendResult
 from nudge.delivery.message import compose_message
 from nudge.delivery.outbox import count_outbox
 from nudge.delivery.selection import (
-    FailoverSender, configured_providers, make_provider, provider_factory, providers_for,
+    FailoverSender, configured_providers, make_provider, provider_factory, providers_for, send_wave,
 )
 from nudge.delivery.smtp import SMTPProvider
 
@@ -74,6 +74,24 @@ def test_a_permanent_rejection_is_final(tmp_path, smtp_server, make_message):
     sender.close()
     assert result.status == "permanent" and "User unknown" in result.error
     assert count_outbox(str(tmp_path / "box"), None) == 0
+
+
+def test_in_a_wave_only_the_messages_the_first_provider_deferred_go_to_the_next(tmp_path, smtp_server,
+                                                                                 make_message):
+    server = smtp_server(pipelining=True)
+    server.handler.reject = {"later@example.org": "451 4.7.1 Greylisted, try again later",
+                             "gone@example.org": "550 5.1.1 User unknown"}
+    config = config_from(tmp_path, SMTP_URL=f"smtp://127.0.0.1:{server.port}", OUTBOX_DIR=str(tmp_path / "box"))
+    senders = [FailoverSender(["smtp", "outbox"], provider_factory(config)) for _ in range(4)]
+    messages = [make_message(address) for address in
+                ("ann@example.org", "later@example.org", "gone@example.org", "bob@example.org")]
+    results = send_wave(senders, [(message, compose_message(message)) for message in messages])
+    for sender in senders:
+        sender.close()
+    assert [(r.status, r.provider) for r in results] == [
+        ("sent", "smtp"), ("sent", "outbox"), ("permanent", "smtp"), ("sent", "smtp")]
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == ["ann@example.org", "bob@example.org"]
+    assert count_outbox(str(tmp_path / "box"), None) == 1
 
 
 def test_all_transient_is_transient_with_every_reason(closed_port, make_message):

@@ -251,3 +251,75 @@ def test_sending_threads_each_use_their_own_connection(smtp_server, make_message
     assert results == ["sent"] * 40
     assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(f"user{i}@example.org" for i in range(40))
     assert server.connections == 4
+
+
+def _wave(server, make_message, addresses, connections, **options):
+    """(providers, {address: SendResult}) of one message to each address, sent in waves over `connections`
+    connections with SMTPProvider.send_each."""
+    skeleton = compose_skeleton("news@shop.example", "Shop")
+    providers = [provider_for(server, **options) for _ in range(connections)]
+    results = {}
+    for start in range(0, len(addresses), connections):
+        wave = addresses[start:start + connections]
+        items = [(message, compose(skeleton, message)) for message in map(make_message, wave)]
+        results.update(zip(wave, SMTPProvider.send_each(providers[:len(wave)], items)))
+    return providers, results
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+def test_a_wave_sends_one_message_on_each_connection_at_once(smtp_server, make_message, pipelining):
+    server = smtp_server(pipelining=pipelining)
+    server.handler.reject = {"gone@example.org": "550 5.1.1 <gone@example.org>: User unknown",
+                             "later@example.org": "451 4.7.1 Greylisted, try again later"}
+    addresses = [f"user{n}@example.org" for n in range(10)]
+    addresses[3:3] = ["gone@example.org"]
+    addresses[7:7] = ["later@example.org"]
+    providers, results = _wave(server, make_message, addresses, connections=4)
+    for provider in providers:
+        provider.close()
+
+    assert results["gone@example.org"].status == "permanent" and results["gone@example.org"].bounce is True
+    assert results["later@example.org"].status == "transient"
+    assert all(results[address].status == "sent" for address in addresses if address.startswith("user"))
+    # Every accepted message arrived once, and a refusal on one connection did not disturb the others.
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(a for a in addresses if a.startswith("user"))
+    assert server.connections == 4
+
+
+def test_a_connection_the_server_dropped_between_waves_is_reopened_and_the_message_sent(smtp_server, make_message):
+    server = smtp_server(pipelining=True)
+    skeleton = compose_skeleton("news@shop.example")
+    providers = [provider_for(server) for _ in range(3)]
+    first = [make_message(f"first{n}@example.org") for n in range(3)]
+    assert [r.status for r in SMTPProvider.send_each(providers, [(m, compose(skeleton, m)) for m in first])] \
+        == ["sent"] * 3
+    server.drop_connections()
+    second = [make_message(f"second{n}@example.org") for n in range(3)]
+    results = SMTPProvider.send_each(providers, [(m, compose(skeleton, m)) for m in second])
+    for provider in providers:
+        provider.close()
+    assert [r.status for r in results] == ["sent"] * 3, [r.error for r in results]
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(m.to_email for m in first + second)
+    assert server.connections == 6
+
+
+def test_a_wave_over_starttls_with_auth(smtp_server, make_message, client_tls):
+    server = smtp_server(tls="starttls", auth=True, pipelining=True)
+    url = f"smtp://{quote(USERNAME, safe='')}:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}?tls=starttls"
+    skeleton = compose_skeleton("news@shop.example")
+    providers = [SMTPProvider(url, ssl_context=client_tls, local_hostname="sender.test") for _ in range(3)]
+    messages = [make_message(f"tls{n}@example.org") for n in range(3)]
+    results = SMTPProvider.send_each(providers, [(m, compose(skeleton, m)) for m in messages])
+    for provider in providers:
+        provider.close()
+    assert [r.status for r in results] == ["sent"] * 3, [r.error for r in results]
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(m.to_email for m in messages)
+
+
+def test_one_connection_cannot_carry_two_messages_of_a_wave(smtp_server, make_message):
+    server = smtp_server()
+    provider = provider_for(server)
+    message = make_message("ann@example.org")
+    with pytest.raises(ValueError):
+        SMTPProvider.send_each([provider, provider], [(message, b"x"), (message, b"x")])
+    assert server.messages == []

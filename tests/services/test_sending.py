@@ -464,6 +464,34 @@ def test_the_workers_start_on_the_first_part_of_a_large_snapshot_and_finish_afte
     assert campaign.status == "sent" and campaign.sent_count == 12
 
 
+def test_a_worker_whose_claim_found_nothing_just_before_the_rest_of_the_snapshot_landed_keeps_sending(
+        shop, smtp, monkeypatch):
+    # The rest of the snapshot commits between a worker's empty claim and its look at whether the snapshot
+    # is complete: it must not take "complete and nothing claimed" for "done" and leave the rest unsent.
+    owner, campaign = _split_snapshot(shop, monkeypatch, 10, 4)
+    rest_of_snapshot = sending.complete_snapshot
+    monkeypatch.setattr(sending, "complete_snapshot", lambda campaign_id, workers_started=False: 0)
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
+    campaigns.send_now(owner, campaign.id)           # the first part only, no worker yet
+    claim_batch = sending.claim_batch
+    claims = []
+
+    def claim_then_the_rest_lands(content, limit=sending.BATCH):
+        rows = claim_batch(content, limit)
+        claims.append(len(rows))
+        if len(claims) == 2:                        # the first part is sent: this claim came back empty
+            rest_of_snapshot(content.campaign_id, workers_started=True)
+        return rows
+    monkeypatch.setattr(sending, "claim_batch", claim_then_the_rest_lands)
+
+    assert sending.deliver_chunk(campaign.id, seconds=5) == "done"
+    assert claims[:2] == [4, 0] and sum(claims) == 10
+    arrived = received(smtp)
+    assert len(arrived) == 10 and all(len(copies) == 1 for copies in arrived.values())
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and campaign.sent_count == 10
+
+
 def test_a_snapshot_whose_process_died_between_its_parts_is_completed_and_sent(shop, smtp, monkeypatch):
     owner, campaign = _split_snapshot(shop, monkeypatch, 9, 4)
     monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
