@@ -183,6 +183,13 @@ def _pairs(content, rows):
     return pairs
 
 
+def _commit_without_waiting_for_the_disk(connection):
+    """SET LOCAL synchronous_commit = off: this transaction's commit does not wait for its WAL flush. For
+    claims and a batch's bookkeeping only: a database crash losing the last of them puts claims back in
+    the queue or leaves events to _finish's repair, never loses a recorded result."""
+    connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+
+
 def claim_batch(content, limit=BATCH):
     """Claim up to `limit` queued messages of the campaign: their (Recipient, contact dict) pairs. On
     PostgreSQL the claim and the read of the recipients' contacts are one statement (an UPDATE … RETURNING
@@ -198,7 +205,9 @@ def claim_batch(content, limit=BATCH):
     statement = (sa.select(claimed.c.id, claimed.c.contact_id, claimed.c.email, claimed.c.attempts,
                            *[_CONTACTS.c[name] for name in CONTACT_COLUMNS])
                  .select_from(claimed.outerjoin(_CONTACTS, _CONTACTS.c.id == claimed.c.contact_id)))
-    pairs = _pairs(content, db.session.connection().execute(statement))
+    connection = db.session.connection()
+    _commit_without_waiting_for_the_disk(connection)
+    pairs = _pairs(content, connection.execute(statement))
     db.session.commit()
     return pairs
 
@@ -479,6 +488,8 @@ def record_batch(campaign_id, ids, sent, failed):
     the batch is committed. When the campaign finished meanwhile, nothing: _finish (which takes the
     campaign's row before it repairs missing events and recounts) already included this batch, so no event
     and no count is ever written twice."""
+    if is_postgres():
+        _commit_without_waiting_for_the_disk(db.session.connection())
     sent_events_for(ids)
     if add_counts(campaign_id, sent, failed):
         db.session.commit()
@@ -909,7 +920,9 @@ def _record(recorder, message, result):
 def check_rates(campaign_id):
     """Pause the campaign when its failure rate spikes past the account's (or the default) threshold."""
     from nudge.models import SendingConfig
-    campaign = db.session.get(Campaign, campaign_id)
+    # The counters alone: loading the campaign would parse its frozen content on every batch (~6 ms).
+    campaign = db.session.execute(sa.select(Campaign.account_id, Campaign.sent_count, Campaign.failed_count,
+                                            Campaign.bounced_count).where(Campaign.id == campaign_id)).one()
     attempted = campaign.sent_count + campaign.failed_count
     if attempted < MIN_SAMPLE:
         return False
