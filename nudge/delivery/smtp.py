@@ -253,21 +253,29 @@ class SMTPProvider(Provider):
             raise ValueError("send_each needs a distinct connection per message")
         results = [None] * len(items)
         begun = []
-        for index, (provider, (message, raw)) in enumerate(zip(providers, items)):
-            outcome = provider._begin(message, raw)
-            if isinstance(outcome, SendResult):
-                results[index] = outcome
-            else:
-                begun.append((index, provider, outcome))
-        sending = []
-        for index, provider, transaction in begun:
-            outcome = provider._send_body(transaction)
-            if outcome is None:
-                sending.append((index, provider, transaction))
-            else:
-                results[index] = outcome
-        for index, provider, transaction in sending:
-            results[index] = provider._finish(transaction)
+        try:
+            for index, (provider, (message, raw)) in enumerate(zip(providers, items)):
+                outcome = provider._begin(message, raw)
+                if isinstance(outcome, SendResult):
+                    results[index] = outcome
+                else:
+                    begun.append((index, provider, outcome))
+            sending = []
+            for index, provider, transaction in begun:
+                outcome = provider._send_body(transaction)
+                if outcome is None:
+                    sending.append((index, provider, transaction))
+                else:
+                    results[index] = outcome
+            for index, provider, transaction in sending:
+                results[index] = provider._finish(transaction)
+        except BaseException:
+            # Something unexpected (or the thread being stopped) mid-wave: a connection left between an
+            # envelope and its final reply would read the wrong replies next time. Drop those.
+            for index, provider, _ in begun:
+                if results[index] is None:
+                    provider._drop()
+            raise
         return results
 
     def _begin(self, message, raw, retry=True):

@@ -323,3 +323,32 @@ def test_one_connection_cannot_carry_two_messages_of_a_wave(smtp_server, make_me
     with pytest.raises(ValueError):
         SMTPProvider.send_each([provider, provider], [(message, b"x"), (message, b"x")])
     assert server.messages == []
+
+
+def test_a_wave_interrupted_midway_leaves_no_connection_between_an_envelope_and_its_reply(
+        smtp_server, make_message, monkeypatch):
+    server = smtp_server(pipelining=True)
+    skeleton = compose_skeleton("news@shop.example")
+    providers = [provider_for(server) for _ in range(3)]
+    messages = [make_message(f"cut{n}@example.org") for n in range(3)]
+    items = [(m, compose(skeleton, m)) for m in messages]
+    finish = SMTPProvider._finish
+    calls = []
+
+    def interrupted(self, transaction):
+        calls.append(transaction)
+        if len(calls) == 2:
+            raise KeyboardInterrupt      # the worker being stopped with two replies still unread
+        return finish(self, transaction)
+    monkeypatch.setattr(SMTPProvider, "_finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        SMTPProvider.send_each(providers, items)
+    monkeypatch.undo()
+    assert providers[0]._conn is not None and providers[1]._conn is None and providers[2]._conn is None
+    # The next wave on the same providers is answered correctly.
+    again = [make_message(f"again{n}@example.org") for n in range(3)]
+    results = SMTPProvider.send_each(providers, [(m, compose(skeleton, m)) for m in again])
+    for provider in providers:
+        provider.close()
+    assert [r.status for r in results] == ["sent"] * 3, [r.error for r in results]
+    assert {m.rcpt_tos[0] for m in server.messages} >= {m.to_email for m in again}
