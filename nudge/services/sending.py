@@ -473,28 +473,33 @@ def missing_sent_events(campaign_id):
 
 
 def add_counts(campaign_id, sent, failed):
-    """Add one batch's results to the campaign's counters (recounted exactly when the campaign finishes),
-    unless it has finished meanwhile; False then (its recount already includes them)."""
+    """Add one batch's results to the counters of a campaign still sending or paused (recounted exactly
+    when it finishes); False when it has ended meanwhile (sent or cancelled: its ending recounted)."""
     if not (sent or failed):
         return True
     return db.session.execute(
-        sa.update(Campaign).where(Campaign.id == campaign_id, Campaign.status != "sent").values(
+        sa.update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(("sending", "paused"))).values(
             sent_count=Campaign.sent_count + sent, delivered_count=Campaign.delivered_count + sent,
             failed_count=Campaign.failed_count + failed, updated_at=utcnow())).rowcount == 1
 
 
 def record_batch(campaign_id, ids, sent, failed):
     """A batch's email.sent events and its counts on the campaign, in one transaction, once every result of
-    the batch is committed. When the campaign finished meanwhile, nothing: _finish (which takes the
-    campaign's row before it repairs missing events and recounts) already included this batch, so no event
-    and no count is ever written twice."""
+    the batch is committed. No event and no count is ever written twice, even when the campaign ended
+    while this was on its way:
+    - finished: _finish (which takes the campaign's row before it repairs missing events and recounts)
+      already included this batch, so nothing is written;
+    - cancelled (or otherwise ended): the events are written and the campaign recounted, this batch's
+      results included (a cancel recounts once, possibly before them)."""
     if is_postgres():
         _commit_without_waiting_for_the_disk(db.session.connection())
     sent_events_for(ids)
     if add_counts(campaign_id, sent, failed):
         db.session.commit()
-    else:
+    elif _status(campaign_id) == "sent":
         db.session.rollback()
+    else:
+        refresh_counts(campaign_id)
 
 
 class BatchBookkeeper:

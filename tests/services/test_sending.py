@@ -279,6 +279,34 @@ def test_a_dead_workers_claims_are_resent_and_nobody_is_skipped_or_repeated(shop
     assert campaign.status == "sent" and campaign.sent_count == 30
 
 
+def test_a_batchs_bookkeeping_landing_after_the_campaign_ended_counts_nothing_twice(shop, monkeypatch):
+    # A sending thread's results are committed; the campaign is cancelled (which recounts) or finishes
+    # (which repairs events and recounts) before that batch's events and counters are written. Then they
+    # are: the counters stay exact and every sent message has one email.sent event.
+    account, owner = shop
+    add_contacts(account, *[f"b{n}@example.org" for n in range(8)])
+    monkeypatch.setattr(sending, "enqueue_workers", lambda campaign_id, count=None: None)
+    for ending in ("cancel", "finish"):
+        campaign = new_campaign(owner, name=f"Ends by {ending}")
+        campaigns.send_now(owner, campaign.id)
+        count = 8 if ending == "finish" else 3
+        ids = sending.claim(campaign.id, limit=count)
+        recorder = sending.Recorder()
+        for message_id in ids:
+            recorder.sent(message_id, "smtp", None)
+        recorder.close()
+        if ending == "cancel":
+            campaigns.cancel(owner, campaign.id)
+        else:
+            assert sending._finish(campaign.id) is True
+        sending.record_batch(campaign.id, ids, count, 0)       # the batch's bookkeeping, late
+        db.session.refresh(campaign)
+        assert campaign.sent_count == count and campaign.delivered_count == count
+        events = db.session.scalar(sa.select(sa.func.count()).select_from(EmailEvent).where(
+            EmailEvent.campaign_id == campaign.id, EmailEvent.event_type == "email.sent"))
+        assert events == count
+
+
 def test_an_empty_audience_or_missing_footer_blocks_sending(shop):
     account, owner = shop
     campaign = new_campaign(owner, content_html="<p>No footer here</p>")
