@@ -307,6 +307,28 @@ def test_a_batchs_bookkeeping_landing_after_the_campaign_ended_counts_nothing_tw
         assert events == count
 
 
+def test_smtp_mail_goes_out_in_waves_over_several_connections_and_the_outbox_one_at_a_time(shop, smtp, app,
+                                                                                            tmp_path):
+    from nudge.delivery.outbox import count_outbox
+    account, owner = shop
+    add_contacts(account, *[f"w{n}@example.org" for n in range(20)])
+    app.config["SEND_CONNECTIONS"] = 4
+    campaigns.send_now(owner, new_campaign(owner).id)
+    arrived = received(smtp)
+    assert len(arrived) == 20 and all(len(copies) == 1 for copies in arrived.values())
+    assert smtp.connections == 4        # one sending task here (tasks run inline), four connections
+
+    # A provider that cannot overlap connections (the outbox, an HTTP API) is used one email at a time.
+    app.config.update(SMTP_URL=None, PROVIDERS_SMALL=["outbox"], PROVIDERS_BULK=["outbox"])
+    assert sending._senders(account.id, 20)[0].overlaps_connections is False
+    assert len(sending._senders(account.id, 20)) == 1
+    campaign = new_campaign(owner, name="To the outbox")
+    campaigns.send_now(owner, campaign.id)
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and campaign.sent_count == 20
+    assert count_outbox(str(tmp_path / "outbox"), account.id) == 20 and len(received(smtp)) == 20
+
+
 def test_an_empty_audience_or_missing_footer_blocks_sending(shop):
     account, owner = shop
     campaign = new_campaign(owner, content_html="<p>No footer here</p>")
