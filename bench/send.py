@@ -149,23 +149,25 @@ def campaign_messages(campaign_id, count):
     return [content.raw(content.outgoing(message, contact)) for message, contact in sending._batch_rows(content, ids)]
 
 
-def ceiling(raws, threads):
-    """A raw smtplib blast of prebuilt messages at the same sink: messages per second."""
-    messages = len(raws)
-    chunks = [raws[i::threads] for i in range(threads)]
-
-    def blast(chunk):
-        client = smtplib.SMTP("127.0.0.1", SINK_PORT)
-        for index, raw in enumerate(chunk):
-            client.sendmail("news@juniper.example", [f"u{index}@example.com"], raw)
-        client.quit()
-    workers = [threading.Thread(target=blast, args=(chunk,)) for chunk in chunks]
+def _timed_threads(blast, raws, threads):
+    """Seconds for `threads` threads to run blast() over their share of raws each."""
+    workers = [threading.Thread(target=blast, args=(raws[i::threads],)) for i in range(threads)]
     started = time.perf_counter()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return messages / (time.perf_counter() - started)
+    return time.perf_counter() - started
+
+
+def ceiling(raws, threads):
+    """A raw smtplib blast of prebuilt messages at the same sink: messages per second."""
+    def blast(chunk):
+        client = smtplib.SMTP("127.0.0.1", SINK_PORT)
+        for index, raw in enumerate(chunk):
+            client.sendmail("news@juniper.example", [f"u{index}@example.com"], raw)
+        client.quit()
+    return len(raws) / _timed_threads(blast, raws, threads)
 
 
 def wave_ceiling(raws, threads, connections):
@@ -175,7 +177,6 @@ def wave_ceiling(raws, threads, connections):
 
     from nudge.delivery.smtp import SMTPProvider
     envelope = namedtuple("Envelope", "sender to_email")
-    chunks = [raws[i::threads] for i in range(threads)]
 
     def blast(chunk):
         providers = [SMTPProvider(f"smtp://127.0.0.1:{SINK_PORT}") for _ in range(connections)]
@@ -186,13 +187,7 @@ def wave_ceiling(raws, threads, connections):
             assert all(result.ok for result in results), results
         for provider in providers:
             provider.close()
-    workers = [threading.Thread(target=blast, args=(chunk,)) for chunk in chunks]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return len(raws) / (time.perf_counter() - started)
+    return len(raws) / _timed_threads(blast, raws, threads)
 
 
 def main():
