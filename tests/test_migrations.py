@@ -41,3 +41,14 @@ def test_postgresql_gets_native_types(app):
     assert events["ip_address"] == "INET"
     indexes = {i["name"]: i for i in sa.inspect(db.engine).get_indexes("contacts")}
     assert indexes["idx_contacts_tags"]["dialect_options"].get("postgresql_using") == "gin"
+
+
+def test_postgresql_events_contact_index_answers_engagement_rules_alone(app):
+    """Segment rules like "opened, and tag X" look up each contact's events by this index without reading
+    the table (migration 0010): it must carry the event's type and account."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("INCLUDE columns exist on PostgreSQL only")
+    indexes = {i["name"]: i for i in sa.inspect(db.engine).get_indexes("email_events")}
+    contact = indexes["idx_email_events_contact"]
+    assert contact["column_names"] == ["contact_id", "created_at"]
+    assert contact["dialect_options"]["postgresql_include"] == ["event_type", "account_id"]

@@ -79,7 +79,10 @@ class EmailEvent(db.Model):
     __tablename__ = "email_events"
     __table_args__ = (
         sa.Index("idx_email_events_campaign", "campaign_id", "event_type"),
-        sa.Index("idx_email_events_contact", "contact_id", "created_at"),
+        # The spec's index; on PostgreSQL it also carries each event's type and account (migration 0010), so a
+        # segment's engagement rule is checked per contact of a small set without reading the table.
+        sa.Index("idx_email_events_contact", "contact_id", "created_at",
+                 postgresql_include=["event_type", "account_id"]),
         sa.Index("ix_email_events_account_created", "account_id", "created_at"),
         # Segment engagement rules (migration 0003): an index-only range scan per event type and window.
         sa.Index("ix_email_events_segments", "account_id", "event_type", "created_at", "contact_id"),
