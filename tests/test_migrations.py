@@ -52,3 +52,14 @@ def test_postgresql_events_contact_index_answers_engagement_rules_alone(app):
     contact = indexes["idx_email_events_contact"]
     assert contact["column_names"] == ["contact_id", "created_at"]
     assert contact["dialect_options"]["postgresql_include"] == ["event_type", "account_id"]
+
+
+def test_postgresql_campaign_index_holds_campaign_events_only(app):
+    """Contact events (an import writes one per contact) have no campaign and no entry in the campaign index
+    (migration 0011); every query by campaign still can use it."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the predicate is reflected on PostgreSQL")
+    indexes = {i["name"]: i for i in sa.inspect(db.engine).get_indexes("email_events")}
+    campaign = indexes["idx_email_events_campaign"]
+    assert campaign["column_names"] == ["campaign_id", "event_type"]
+    assert campaign["dialect_options"]["postgresql_where"] == "(campaign_id IS NOT NULL)"
