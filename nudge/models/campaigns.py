@@ -85,8 +85,9 @@ class EmailEvent(db.Model):
         # segment's engagement rule is checked per contact of a small set without reading the table.
         sa.Index("idx_email_events_contact", "contact_id", "created_at",
                  postgresql_include=["event_type", "account_id"]),
-        sa.Index("ix_email_events_account_created", "account_id", "created_at"),
-        # Segment engagement rules (migration 0003): an index-only range scan per event type and window.
+        # Segment engagement rules (migration 0003): an index-only range scan per event type and window. Also
+        # every other read of an account's events over time (monthly sending count, bounce summary) and the
+        # account's cascade delete (migration 0012 dropped the (account_id, created_at) index).
         sa.Index("ix_email_events_segments", "account_id", "event_type", "created_at", "contact_id"),
     )
     id = id_column()

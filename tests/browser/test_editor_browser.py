@@ -1,67 +1,16 @@
-"""The block editor in a real browser: Playwright drives Debian's Chromium against a real server.
-
-Skipped with the reason when Playwright or Chromium is missing, unless the CI environment variable is
-set: then a missing browser fails the run (make test installs both)."""
-import os
+"""The block editor in a real browser: Playwright drives Debian's Chromium against a real server
+(fixtures in tests/browser/conftest.py)."""
 import re
-import socket
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from nudge.services import email_doc
 from nudge.services import templates as templates_service
-from tests.conftest import PASSWORD
+from tests.browser.conftest import sign_in
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("NUDGE_TEST_CHROMIUM", "/usr/bin/chromium")
 TYPED = "Hello from a real browser"
-
-
-def _missing_browser():
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright package is not installed (pip install -e '.[dev]')"
-    if not os.path.exists(CHROMIUM):
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set NUDGE_TEST_CHROMIUM)"
-    return None
-
-
-@pytest.fixture
-def chromium():
-    reason = _missing_browser()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests must run in CI: {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def server(make_app):
-    """The product served over HTTP from a thread, CSRF checks on, MFA not required for the test user."""
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    app = make_app(REQUIRE_MFA=False, WTF_CSRF_ENABLED=True, BASE_URL=base_url)
-    httpd = make_server("127.0.0.1", port, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield app, base_url
-    httpd.shutdown()
-    thread.join(timeout=10)
 
 
 def _drag(page, source, target, steps=24):
@@ -97,11 +46,7 @@ def test_drag_a_text_block_edit_it_see_it_in_the_preview_and_after_reload(chromi
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{base_url}/login")
-    page.fill("input[name=email]", owner.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"^(?!.*/login).*$"))
+    sign_in(page, base_url, owner)
 
     page.goto(f"{base_url}/templates/{template.id}/edit")
     expect(page.locator("#editor-status")).to_contain_text("Saved · version 1")

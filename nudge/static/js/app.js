@@ -13,6 +13,8 @@
  *   data-confirm="Delete this list?"   confirm() before a click/submit goes ahead
  *   data-copy="#api-secret"            copy that element's text, label -> "Copied"
  *   data-dismiss                       remove the closest .flash / .toast
+ *   data-shown-when="#map-2=new"       hidden unless that select has that value
+ *                                      (shown to browsers without JavaScript)
  *   <time datetime="ISO">              gets title="3 minutes ago" unless it has one
  *   HX-Trigger: {"toast": {"message": "Saved", "level": "success"}}
  *                                      shows a toast in #toasts for 4 s
@@ -302,6 +304,26 @@
     }
   });
 
+  /* ---------------------------------------------------------------------
+   * data-shown-when="#control=value": the element is shown only while the
+   * control has that value (e.g. the new-field inputs of an import column
+   * mapped to "Create a custom field…"). The server renders it visible, so
+   * the form stays whole without JavaScript.
+   * ------------------------------------------------------------------- */
+  function applyShownWhen(el) {
+    var rule = el.getAttribute("data-shown-when");
+    var cut = rule.lastIndexOf("=");
+    var control = document.querySelector(rule.slice(0, cut));
+    if (control) el.hidden = control.value !== rule.slice(cut + 1);
+  }
+
+  document.addEventListener("change", function (evt) {
+    var id = evt.target && evt.target.id;
+    if (!id) return;
+    var dependents = document.querySelectorAll('[data-shown-when^="#' + id + '="]');
+    for (var i = 0; i < dependents.length; i++) applyShownWhen(dependents[i]);
+  });
+
   /* On narrow screens the nav is one horizontally scrolling row: bring the
    * current page's link into view. */
   function revealActiveNav() {
@@ -325,6 +347,9 @@
     var toasts = root.querySelectorAll(".toast");
     for (var j = 0; j < toasts.length; j++) autoDismiss(toasts[j], SERVER_TOAST_MS);
     if (root.classList && root.classList.contains("toast")) autoDismiss(root, SERVER_TOAST_MS);
+
+    var dependents = root.querySelectorAll("[data-shown-when]");
+    for (var k = 0; k < dependents.length; k++) applyShownWhen(dependents[k]);
   }
 
   function start() {
