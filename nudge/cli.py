@@ -1,6 +1,7 @@
 """The `nudge` command: Flask's CLI over create_app (db, run, routes, shell) plus our own commands."""
 import json
 import logging
+import os
 import sys
 
 import click
@@ -47,12 +48,23 @@ def serve(host, port, threads, workers):
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = current_app._get_current_object()
+    if not os.environ.get("NUDGE_BASE_URL"):
+        app.config["BASE_URL"] = local_base_url(host, port)
     consumer = start_embedded_consumer(app, workers=workers)
     atexit.register(consumer.stop, graceful=True)
     _stop_on_sigterm()
     click.echo(f"NudgeCampaign on http://{host}:{port}/ (database: {app.config['SQLALCHEMY_DATABASE_URI'].split(':')[0]}, "
                f"jobs: {'redis' if app.config['REDIS_URL'] else 'sqlite'}, embedded worker threads: {workers})")
     waitress.serve(app, host=host, port=port, threads=threads, ident="NudgeCampaign")
+
+
+def local_base_url(host, port):
+    """The URL of `nudge serve` on this machine, for links when NUDGE_BASE_URL is not set (`make run PORT=8080`)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def _stop_on_sigterm():

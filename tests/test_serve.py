@@ -1,4 +1,5 @@
 """`nudge serve`: the web app and an embedded job worker in one process."""
+import json
 import os
 import signal
 import socket
@@ -42,6 +43,7 @@ def real_queue():
 def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
     port = _free_port()
     env = dict(os.environ, NUDGE_DATABASE_URL=TEST_DATABASE_URL)
+    env.pop("NUDGE_BASE_URL", None)
     if TEST_REDIS_URL:
         env["NUDGE_REDIS_URL"] = TEST_REDIS_URL
     nudge = os.path.join(os.path.dirname(sys.executable), "nudge")
@@ -51,6 +53,9 @@ def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
         response = _wait_for(f"http://127.0.0.1:{port}/login")
         assert response.status == 200
         assert "Content-Security-Policy" in response.headers
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/openapi.json", timeout=10) as spec:
+            # Without NUDGE_BASE_URL, links (emails, images, the API's server) point at the port served.
+            assert json.load(spec)["servers"] == [{"url": f"http://127.0.0.1:{port}"}]
         assert ping("embedded").get(blocking=True, timeout=60)["value"] == "embedded"
     finally:
         os.killpg(server.pid, signal.SIGTERM)   # what docker stop and systemd send: a graceful stop
@@ -62,3 +67,11 @@ def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
         print(output[-3000:])
     assert "Executing nudge.tasks.ping" in output
     assert server.returncode == 0 and "All workers have stopped" in output   # SIGTERM stopped it gracefully
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("127.0.0.1", "http://127.0.0.1:8080"), ("0.0.0.0", "http://127.0.0.1:8080"),
+    ("mail.example.com", "http://mail.example.com:8080"), ("::1", "http://[::1]:8080")])
+def test_links_follow_the_served_address_without_a_base_url(host, expected):
+    from nudge.cli import local_base_url
+    assert local_base_url(host, 8080) == expected
