@@ -63,3 +63,35 @@ def test_postgresql_campaign_index_holds_campaign_events_only(app):
     campaign = indexes["idx_email_events_campaign"]
     assert campaign["column_names"] == ["campaign_id", "event_type"]
     assert campaign["dialect_options"]["postgresql_where"] == "(campaign_id IS NOT NULL)"
+
+
+def _migration(filename):
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations", "versions", filename)
+    spec = importlib.util.spec_from_file_location(filename[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sent_campaigns_tracked_links_become_urls(app, make_account):
+    """Migration 0013: links stored as their HTML spelling (&amp;) are stored as the URLs they stand for, in
+    the same order (the emails' click URLs carry each link's index)."""
+    from alembic.operations import Operations
+
+    from nudge.models import Campaign
+    account, _ = make_account()
+    written = ["https://shop.example/?a=1&amp;b=2&#38;c=3", "https://shop.example/plain"]
+    campaign = Campaign(account_id=account.id, name="Sent before", links=written)
+    untouched = Campaign(account_id=account.id, name="Draft")
+    db.session.add_all([campaign, untouched])
+    db.session.commit()
+
+    with db.engine.begin() as conn, Operations.context(MigrationContext.configure(conn)):
+        _migration("0013_campaign_links_unescaped.py").upgrade()
+
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign.id).links == ["https://shop.example/?a=1&b=2&c=3",
+                                                             "https://shop.example/plain"]
+    assert db.session.get(Campaign, untouched.id).links is None

@@ -7,6 +7,7 @@ from nudge.blueprints.common import Pagination, render, require_permission
 from nudge.blueprints.templates import preview_response
 from nudge.delivery import outbox, selection
 from nudge.errors import NotFound
+from nudge.services import tracking
 
 bp = Blueprint("outbox", __name__)
 PER_PAGE = 50
@@ -58,5 +59,7 @@ def show(name):
 @login_required
 @require_permission("campaigns:read")
 def html(name):
-    """The message's HTML part for the page's sandboxed iframe."""
-    return preview_response(_message(name).html or "<p>(This message has no HTML part.)</p>")
+    """The message's HTML part for the page's sandboxed iframe, without its tracking (viewing it here is not
+    the recipient opening it)."""
+    html = _message(name).html
+    return preview_response(tracking.without_tracking(html) if html else "<p>(This message has no HTML part.)</p>")

@@ -9,6 +9,7 @@ the target always comes from the campaign's own content."""
 import base64
 import hashlib
 import hmac
+import html as html_text
 import re
 import uuid
 
@@ -28,6 +29,9 @@ LINK = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(https?://[^"'{}<>\s]+)\2""
 BODY_END = re.compile(r"</body\s*>", re.I)
 OPEN_PIXEL = ('<img src="{{ open_url }}" width="1" height="1" alt="" '
               'style="display:block;width:1px;height:1px;border:0;opacity:0" />')
+# In a rendered email: the open pixel's <img> and the click URLs (token, link index) of any base URL.
+SENT_OPEN_PIXEL = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["'][^"']*/t/o/[A-Za-z0-9_-]{59}\.gif["'][^>]*>""", re.I)
+SENT_CLICK_URL = re.compile(r"""(["'])[^"'\s]*/t/c/([A-Za-z0-9_-]{59})/(\d+)\1""")
 
 
 def signing_key():
@@ -75,12 +79,15 @@ def urls_for(token, base_url):
 
 def prepare_html(html):
     """(html, links): every plain http(s) link replaced by {{ click_base }}/<index> (one index per distinct
-    URL) and the open pixel added before </body>. Runs once per campaign, not per recipient."""
+    URL) and the open pixel added before </body>. Runs once per campaign, not per recipient.
+
+    links holds the URLs themselves, where the href writes them as HTML (& as &amp;): the click redirect
+    leads to what a browser would have opened."""
     links = []
     index_of = {}
 
     def replace(match):
-        url = match.group(3)
+        url = html_text.unescape(match.group(3))
         if url not in index_of:
             index_of[url] = len(links)
             links.append(url)
@@ -92,6 +99,24 @@ def prepare_html(html):
     else:
         html += OPEN_PIXEL
     return html, links
+
+
+def without_tracking(html):
+    """A sent email's HTML for the people who sent it (the Outbox): without the open pixel, and with each
+    tracked link leading straight to its target, so that looking at the message or following its links
+    records nothing for its recipient. Links of a token that does not verify stay as they are (404). The
+    unsubscribe, preferences and view-in-browser links stay too: they open the recipient's own pages, and
+    unsubscribing there takes a button press."""
+    html = SENT_OPEN_PIXEL.sub("", html)
+
+    def target(match):
+        ids = ids_from(match.group(2))
+        url = link_target(ids[1], int(match.group(3))) if ids else None
+        if url is None:
+            return match.group(0)
+        return match.group(1) + html_text.escape(url, quote=True) + match.group(1)
+
+    return SENT_CLICK_URL.sub(target, html)
 
 
 # --------------------------------------------------------------------------------------------------

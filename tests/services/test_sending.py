@@ -188,6 +188,48 @@ def test_tracking_links_record_opens_clicks_and_unsubscribes(shop, smtp, app):
     assert db.session.scalar(sa.select(Suppression.reason).where(Suppression.email == "ann@example.org")) is None
 
 
+def test_a_link_with_several_query_parameters_redirects_to_the_url_as_written(shop, smtp, app):
+    """In HTML an href writes & as &amp;: the redirect and the click's record carry the real URL."""
+    account, owner = shop
+    add_contacts(account, ("ann@example.org", "active", "Ann"))
+    content = CONTENT.replace('href="https://shop.example/blog"',
+                              'href="https://shop.example/blog?utm_source=news&amp;utm_medium=email&#38;x=1"')
+    campaign = new_campaign(owner, content_html=content)
+    campaigns.send_now(owner, campaign.id)
+    html = html_of(received(smtp)["ann@example.org"][0])
+    blog = re.search(r"https://mail\.shop\.example(/t/c/[A-Za-z0-9_-]{59}/1)", html).group(1)
+
+    click = app.test_client().get(blog)
+    click.close()
+    assert click.status_code == 302
+    assert click.headers["Location"] == "https://shop.example/blog?utm_source=news&utm_medium=email&x=1"
+    event = db.session.scalars(sa.select(EmailEvent).where(EmailEvent.event_type == "email.clicked")).one()
+    assert event.event_data["url"] == "https://shop.example/blog?utm_source=news&utm_medium=email&x=1"
+
+
+def test_the_outbox_shows_a_message_without_tracking_it(shop, smtp, app, login):
+    """Looking at a sent message in the Outbox, or following its links there, records nothing for its
+    recipient: the open pixel is left out and tracked links lead straight to their targets."""
+    account, owner = shop
+    add_contacts(account, ("ann@example.org", "active", "Ann"))
+    content = CONTENT.replace('href="https://shop.example/blog"', 'href="https://shop.example/blog?a=1&amp;b=2"')
+    campaign = new_campaign(owner, content_html=content)
+    app.config.update(PROVIDERS_SMALL=["outbox"], PROVIDERS_BULK=["outbox"])
+    campaigns.send_now(owner, campaign.id)
+    web = app.test_client()
+    login(web, owner)
+    name = re.search(r'href="/outbox/([^"/]+)"', web.get("/outbox/").get_data(as_text=True)).group(1)
+
+    html = web.get(f"/outbox/{name}/html").get_data(as_text=True)
+    assert "Hi Ann," in html
+    assert "/t/o/" not in html and "/t/c/" not in html
+    assert 'href="https://shop.example/spring?utm=1"' in html
+    assert 'href="https://shop.example/blog?a=1&amp;b=2"' in html
+    assert "/t/u/" in html  # unsubscribing takes a button press on its page: the link stays as sent
+    db.session.refresh(campaign)
+    assert (campaign.opened_count, campaign.clicked_count) == (0, 0)
+
+
 def test_a_rejected_recipient_is_failed_with_the_reason_and_can_be_resent(shop, smtp):
     account, owner = shop
     add_contacts(account, "ann@example.org", "nobody@example.org")
