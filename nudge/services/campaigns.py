@@ -97,6 +97,12 @@ def status_counts(account_id):
     return dict(rows)
 
 
+def has_sent_a_campaign(account_id):
+    """Whether any campaign of the account has started sending (sending, paused, sent)."""
+    return db.session.scalar(sa.select(sa.exists().where(
+        Campaign.account_id == account_id, Campaign.status.in_(("sending", "paused", "sent"))))) is True
+
+
 def get_campaign(account_id, campaign_id):
     """One of the account's campaigns; NotFound for another account's or a junk id."""
     campaign_uuid = as_uuid(campaign_id)

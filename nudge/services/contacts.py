@@ -279,6 +279,12 @@ def status_counts(account_id):
     return {status: count for status, count in rows}
 
 
+def has_contacts(account_id):
+    """Whether the account holds any contact that is not deleted (one index probe, whatever the list's size)."""
+    return db.session.scalar(sa.select(sa.exists().where(Contact.account_id == account_id,
+                                                          Contact.status != "deleted"))) is True
+
+
 def all_tags(account_id, limit=500):
     """The distinct tags in use in the account (for filter pickers), sorted."""
     if is_postgres():

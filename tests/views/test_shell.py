@@ -54,6 +54,30 @@ def test_dashboard_shows_the_getting_started_checklist(client, make_account, log
     page = client.get("/").get_data(as_text=True)
     assert "Get started" in page
     assert "Turn on two-factor authentication" in page and "Invite a teammate" in page
+    assert "1 / 6" in page  # the test account has two-factor authentication on
+
+
+def test_the_checklist_ticks_off_contacts_and_a_first_campaign(client, make_account, login):
+    from nudge.extensions import db
+    from nudge.models import Campaign, Contact
+    account, owner = make_account()
+    login(client, owner)
+
+    def done(label):
+        page = client.get("/").get_data(as_text=True)
+        item = re.search(r'<li class="(done)?">\s*<span[^>]*>[^<]*</span>\s*<a href="[^"]*">' + re.escape(label), page)
+        assert item, label
+        return item.group(1) == "done"
+
+    assert not done("Import your contacts") and not done("Send your first campaign")
+    db.session.add(Contact(account_id=account.id, email="gone@shop.example", status="deleted"))
+    db.session.add(Campaign(account_id=account.id, name="Draft", status="draft"))
+    db.session.commit()
+    assert not done("Import your contacts") and not done("Send your first campaign")
+    db.session.add(Contact(account_id=account.id, email="ann@shop.example", status="active"))
+    db.session.add(Campaign(account_id=account.id, name="Spring", status="sent"))
+    db.session.commit()
+    assert done("Import your contacts") and done("Send your first campaign")
 
 
 def test_no_template_or_stylesheet_loads_anything_from_another_origin():
