@@ -714,6 +714,11 @@ def _write_sqlite(account_id, encoded, update_existing, now):
         # ChunkWriter.close() puts the default back.
         cursor.execute(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
         cursor.execute("PRAGMA temp_store = MEMORY")
+        if not raw.in_transaction:
+            # The write lock first, waiting for another writer (a sending campaign) if there is one. A chunk
+            # that read before writing would hold a read lock that the other writer's commit must wait for,
+            # and SQLite would end that deadlock by failing this chunk with "database is locked".
+            cursor.execute("BEGIN IMMEDIATE")
         cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGE} (id TEXT, row_number INTEGER, email TEXT, first_name TEXT, "
                        f"last_name TEXT, tags TEXT, custom TEXT)")
         cursor.execute(f"DELETE FROM {STAGE}")

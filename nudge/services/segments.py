@@ -272,7 +272,7 @@ class _Checker:
                                         "within_days.")
         event, op = node.get("event"), node.get("op")
         ok = True
-        if event not in EVENTS:
+        if not isinstance(event, str) or event not in EVENTS:
             self.error(f"{path}.event", "Must be one of " + ", ".join(EVENTS) + ".")
             ok = False
         if op not in EVENT_OPS:
@@ -747,9 +747,12 @@ class _Counter:
 
     @staticmethod
     def union(sets):
+        """One UNION of every set; a set that is a union itself gives its parts (SQLite accepts no union in
+        parentheses inside another)."""
         if len(sets) == 1:
             return sets[0]
-        return _IdSet(sa.union(*(s.select for s in sets)), unique=True)
+        parts = [part for s in sets for part in (s.parts or [s.select])]
+        return _IdSet(sa.union(*parts), unique=True, parts=parts)
 
     def side_of(self, node):
         return self.compiler.side_rule(node) if "field" in node else None
@@ -809,11 +812,12 @@ class _Counter:
 
 class _IdSet:
     """A SELECT of one column, contact_id: ids of the account's contacts that are not deleted. unique: no
-    id twice (else counted with DISTINCT)."""
+    id twice (else counted with DISTINCT). parts: the SELECTs it is the union of, if it is one."""
 
-    def __init__(self, select, unique=True):
+    def __init__(self, select, unique=True, parts=None):
         self.select = select
         self.unique = unique
+        self.parts = parts  # the SELECTs of a union, when it is one
 
 
 def _count(query):

@@ -7,9 +7,18 @@ from email_validator import EmailNotValidError, validate_email
 from nudge.errors import ValidationError, field_error
 
 
+def _text(value, field):
+    """A text input trimmed ("" for none); anything but a string (a JSON number, list, object) is a field error."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise field_error(field, "Must be a string.")
+    return value.strip()
+
+
 def normalize_email(value, field="email"):
     """Trimmed, validated (no DNS lookups), domain lower-cased; raises a field ValidationError."""
-    value = (value or "").strip()
+    value = _text(value, field)
     if not value:
         raise field_error(field, "Email address is required.")
     try:
@@ -20,7 +29,7 @@ def normalize_email(value, field="email"):
 
 
 def require_text(value, field, label, max_length):
-    value = (value or "").strip()
+    value = _text(value, field)
     if not value:
         raise field_error(field, f"{label} is required.")
     if len(value) > max_length:
@@ -29,7 +38,7 @@ def require_text(value, field, label, max_length):
 
 
 def optional_text(value, field, label, max_length):
-    value = (value or "").strip()
+    value = _text(value, field)
     if len(value) > max_length:
         raise field_error(field, f"{label} must be at most {max_length} characters.")
     return value or None
@@ -42,7 +51,7 @@ def check_choice(value, choices, field):
 
 
 def check_timezone(value, field="timezone"):
-    value = (value or "").strip()
+    value = _text(value, field)
     if value not in zoneinfo.available_timezones():
         raise field_error(field, "Must be an IANA time zone such as Europe/Berlin or America/New_York.")
     return value

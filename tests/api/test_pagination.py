@@ -100,6 +100,7 @@ def test_page_past_the_end_is_empty(items_app, items_token):
 @pytest.mark.parametrize("query, field", [
     ("per_page=101", "per_page"), ("per_page=0", "per_page"), ("per_page=ten", "per_page"),
     ("page=0", "page"), ("page=-1", "page"), ("page=1.5", "page"),
+    ("page=7110324517699111936", "page"),  # its row offset would not fit the database's integers
 ])
 def test_invalid_parameters_are_400(items_app, items_token, query, field):
     _, token = items_token(1)

@@ -71,6 +71,22 @@ def test_invalid_conditions_point_at_the_path(client, shop):
     assert response.get_json()["error"]["details"][0]["field"] == "colour"
 
 
+@pytest.mark.parametrize("body, field", [
+    ({"name": ["Gmail"], "conditions": GMAIL}, "name"),
+    ({"name": {"text": "Gmail"}, "conditions": GMAIL}, "name"),
+    ({"name": 42, "conditions": GMAIL}, "name"),
+    ({"name": "Openers", "conditions": {"match": "all", "conditions": [{"event": {}, "op": "has"}]}},
+     "conditions[0].event"),
+    ({"name": "Openers", "conditions": {"match": "all", "conditions": [{"event": ["opened"], "op": "has"}]}},
+     "conditions[0].event"),
+])
+def test_values_of_the_wrong_json_type_are_validation_errors(client, shop, body, field):
+    _, auth, _ = shop
+    response = client.post("/api/v1/segments", json=body, headers=auth)
+    assert response.status_code == 400
+    assert [d["field"] for d in response.get_json()["error"]["details"]] == [field]
+
+
 def test_count_unsaved_conditions(client, shop):
     _, auth, _ = shop
     response = client.post("/api/v1/segments/count", json={"conditions": GMAIL}, headers=auth)

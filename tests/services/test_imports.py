@@ -399,3 +399,45 @@ def test_new_contact_ids_are_time_ordered_uuid7():
     parsed = [uuid.UUID(value) for value in ids]
     assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {uuid.RFC_4122}
     assert len({value[:12] for value in ids}) <= 2  # one millisecond prefix per chunk (or two at a tick)
+
+
+def test_an_import_waits_for_another_writer_instead_of_failing(owner, monkeypatch):
+    """SQLite has one writer at a time. An import chunk that meets another writer (a campaign recording what
+    it sent, say) waits for it, then lands: it takes the write lock before it reads, so it never holds a read
+    lock that the other writer's commit waits for (a deadlock SQLite breaks with "database is locked")."""
+    import sqlite3
+    import threading
+    import time
+
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("the lock order of SQLite; PostgreSQL locks rows")
+    other = sqlite3.connect(db.engine.url.database, isolation_level=None, timeout=30, check_same_thread=False)
+    start, holding, done = threading.Event(), threading.Event(), threading.Event()
+
+    def another_writer():
+        start.wait(10)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE accounts SET name = name")
+        holding.set()
+        time.sleep(0.5)
+        other.execute("COMMIT")
+        done.set()
+
+    write_chunk = imports._write_sqlite
+
+    def write_chunk_while_another_writes(*args):
+        start.set()  # the other writer takes the lock just as the chunk starts
+        holding.wait(10)
+        return write_chunk(*args)
+
+    monkeypatch.setattr(imports, "_write_sqlite", write_chunk_while_another_writes)
+    thread = threading.Thread(target=another_writer)
+    thread.start()
+    try:
+        imp, errors = imports.import_contacts(owner, [{"email": f"wait{n}@example.com"} for n in range(50)])
+    finally:
+        start.set()
+        thread.join()
+        other.close()
+    assert done.is_set() and errors == []
+    assert (imp.status, imp.created_count) == ("completed", 50)

@@ -299,6 +299,20 @@ def test_nested_groups(shop):
     assert segments.count_matching(account.id, conditions) == 0
 
 
+def test_an_any_group_inside_an_any_group(shop):
+    """Both groups count as one set of ids each side-table rule adds to: a union inside a union (which SQLite
+    does not accept in parentheses) is one union."""
+    account, _, _ = shop
+    conditions = {"match": "any", "conditions": [
+        {"field": "email", "op": "ends_with", "value": "@gmail.com"},
+        {"match": "any", "conditions": [
+            {"field": "tags", "op": "contains_any", "value": ["vip"]},
+            {"field": "custom.renewal", "op": "is_set"},
+            {"event": "opened", "op": "has", "within_days": 30}]}]}
+    assert names(account, conditions) == ["ann", "bob", "cat"]
+    assert segments.count_matching(account.id, conditions) == 3
+
+
 @pytest.mark.parametrize("conditions, expected", [
     ([{"field": "tags", "op": "contains_none", "value": ["vip"]},
       {"field": "custom.plan", "op": "not_in", "value": ["Free"]}], ["cat", "dan_x"]),

@@ -17,6 +17,7 @@ from nudge.services.pagination import count_rows, fetch_page
 
 DEFAULT_PER_PAGE = 50
 MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000  # beyond it the row offset would not fit the databases' integers
 
 
 def _positive_int(args, name, default, maximum=None):
@@ -36,7 +37,7 @@ def _positive_int(args, name, default, maximum=None):
 def page_params(args=None):
     """(page, per_page) from the query string; 400 VALIDATION_ERROR when either is not valid."""
     args = request.args if args is None else args
-    page, page_error = _positive_int(args, "page", 1)
+    page, page_error = _positive_int(args, "page", 1, MAX_PAGE)
     per_page, per_page_error = _positive_int(args, "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)
     errors = [e for e in (page_error, per_page_error) if e]
     if errors:
