@@ -4,7 +4,7 @@ import logging
 from flask import Flask, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from nudge.config import instance_path, load_config
+from nudge.config import database_engine_options, instance_path, load_config
 
 __version__ = "0.1.0"
 
@@ -15,6 +15,9 @@ def create_app(config=None):
     app.config.update(load_config())
     if config:
         app.config.update(config)
+        if "SQLALCHEMY_DATABASE_URI" in config and "SQLALCHEMY_ENGINE_OPTIONS" not in config:
+            # The engine options of the database actually used (tests and tools pass their own URL).
+            app.config["SQLALCHEMY_ENGINE_OPTIONS"] = database_engine_options(config["SQLALCHEMY_DATABASE_URI"])
     if app.config.get("TRUSTED_PROXIES"):
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)

@@ -74,6 +74,9 @@ def normalize_database_url(url):
     return url
 
 
+SQLITE_BUSY_TIMEOUT_SECONDS = 30
+
+
 def database_engine_options(url):
     if url.startswith("postgresql"):
         # Every timestamp is stored as naive UTC; make the server's now() agree.
@@ -81,6 +84,10 @@ def database_engine_options(url):
         # room for `nudge worker -w 16` and more without waiting on the pool.
         return {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 30,
                 "connect_args": {"options": "-c timezone=UTC"}}
+    if url.startswith("sqlite"):
+        # SQLite has one writer at a time: wait for it up to this long (the driver's default is 5 s, which
+        # a bulk change of a large list, or an import chunk beside a sending campaign, can exceed).
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
     return {}
 
 
