@@ -2,7 +2,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,12 +11,7 @@ import pytest
 
 from nudge.tasks import huey, ping
 from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.delivery.conftest import free_port
 
 
 def _wait_for(url, seconds=60):
@@ -41,7 +35,7 @@ def real_queue():
 
 
 def test_serve_answers_pages_and_runs_jobs_in_the_same_process(app, real_queue):
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, NUDGE_DATABASE_URL=TEST_DATABASE_URL)
     env.pop("NUDGE_BASE_URL", None)
     if TEST_REDIS_URL:

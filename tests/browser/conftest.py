@@ -4,13 +4,13 @@ Skipped with the reason when Playwright or Chromium is missing, unless the CI en
 set: then a missing browser fails the run (make test installs both)."""
 import os
 import re
-import socket
 import threading
 
 import pytest
 from werkzeug.serving import make_server
 
 from tests.conftest import PASSWORD
+from tests.delivery.conftest import free_port
 
 CHROMIUM = os.environ.get("NUDGE_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -39,16 +39,10 @@ def chromium():
         browser.close()
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def server(make_app):
     """The product served over HTTP from a thread, CSRF checks on, MFA not required for the test user."""
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     app = make_app(REQUIRE_MFA=False, WTF_CSRF_ENABLED=True, BASE_URL=base_url)
     httpd = make_server("127.0.0.1", port, app, threaded=True)
