@@ -12,6 +12,8 @@ PLANS = ("starter", "professional", "enterprise")
 # Requests per minute per account; the burst allowance is twice this for 10 seconds (spec section 6).
 PLAN_RATE_LIMITS = {"starter": 100, "professional": 500, "enterprise": 2000}
 PLAN_EMAIL_LIMITS = {"starter": 10_000, "professional": 100_000, "enterprise": 1_000_000}
+# NUDGE_SIGNUP: who may create an account through /signup (docs/security.md).
+SIGNUP_MODES = ("first", "invite", "open")
 
 
 def default_instance_path():
@@ -66,6 +68,14 @@ def parse_encryption_keys(raw):
     return keys
 
 
+def parse_signup_mode(raw):
+    """NUDGE_SIGNUP: first (default: the install's first account only), invite (closed) or open (hosted)."""
+    mode = (raw or "first").strip().lower()
+    if mode not in SIGNUP_MODES:
+        raise ValueError(f"NUDGE_SIGNUP must be one of {', '.join(SIGNUP_MODES)} (got {raw!r})")
+    return mode
+
+
 def normalize_database_url(url):
     """postgres:// and postgresql:// mean psycopg2 (SQLAlchemy 2.1 would pick psycopg 3)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -114,6 +124,7 @@ def load_config(environ=None):
         "REDIS_URL": redis_url,
         "BASE_URL": (environ.get("NUDGE_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "REQUIRE_MFA": env_flag(environ.get("NUDGE_REQUIRE_MFA"), True),
+        "SIGNUP": parse_signup_mode(environ.get("NUDGE_SIGNUP")),
         # Sessions: 30 minutes idle (spec section 5); refreshed on every request.
         "PERMANENT_SESSION_LIFETIME": 30 * 60,
         "SESSION_REFRESH_EACH_REQUEST": True,
