@@ -14,6 +14,25 @@ PLAN_RATE_LIMITS = {"starter": 100, "professional": 500, "enterprise": 2000}
 PLAN_EMAIL_LIMITS = {"starter": 10_000, "professional": 100_000, "enterprise": 1_000_000}
 # NUDGE_SIGNUP: who may create an account through /signup (docs/security.md).
 SIGNUP_MODES = ("first", "invite", "open")
+# Flask-Limiter limits on the sign-in pages (app.config["AUTH_RATE_LIMITS"] overrides any of them by name).
+# "_ip" limits count every POST from one client address; "_account" limits count the failures against one
+# target (the typed email, the user half-way through MFA, the invitation, the signed-in user), so a
+# stranger's guesses cannot use up the owner's successful sign-ins. The per-(email, address) lockout
+# (LOCKOUT_THRESHOLD failures -> LOCKOUT_MINUTES) comes on top of these.
+AUTH_RATE_LIMITS = {
+    "login_ip": "20 per minute;200 per hour",
+    "login_account": "30 per hour",
+    "mfa_ip": "20 per minute;200 per hour",
+    "mfa_account": "15 per 15 minutes",
+    "signup_ip": "10 per hour",
+    "signup_account": "3 per hour",
+    "invitation_ip": "20 per hour",
+    "invitation_account": "10 per hour",
+    "password_ip": "20 per hour",
+    "password_account": "10 per hour",
+    "confirmation_ip": "10 per hour",
+    "confirmation_account": "3 per hour",
+}
 
 
 def default_instance_path():
@@ -125,8 +144,14 @@ def load_config(environ=None):
         "BASE_URL": (environ.get("NUDGE_BASE_URL") or "http://127.0.0.1:5000").rstrip("/"),
         "REQUIRE_MFA": env_flag(environ.get("NUDGE_REQUIRE_MFA"), True),
         "SIGNUP": parse_signup_mode(environ.get("NUDGE_SIGNUP")),
-        # Sessions: 30 minutes idle (spec section 5); refreshed on every request.
+        # How long the link that confirms a signing-up owner's email address works (NUDGE_SIGNUP=open).
+        "EMAIL_CONFIRMATION_HOURS": 48,
+        # The sender of the server's own mail (address confirmations, sign-up notices).
+        "MAIL_FROM": environ.get("NUDGE_MAIL_FROM") or None,
+        # Sessions: 30 minutes idle (spec section 5); refreshed on every request. A session ends after
+        # SESSION_MAX_HOURS whatever the activity (a stolen cookie does not live for ever).
         "PERMANENT_SESSION_LIFETIME": 30 * 60,
+        "SESSION_MAX_HOURS": float(environ.get("NUDGE_SESSION_MAX_HOURS") or 12),
         "SESSION_REFRESH_EACH_REQUEST": True,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
@@ -141,8 +166,9 @@ def load_config(environ=None):
         "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_STRATEGY": "moving-window",
         "PLAN_RATE_LIMITS": dict(PLAN_RATE_LIMITS),
-        # RFC 6238 5.2: an accepted TOTP code cannot be used again (remembered in the rate-limit store).
+        # RFC 6238 5.2: an accepted TOTP code cannot be used again (remembered in Redis, else in the database).
         "MFA_REJECT_REUSED_CODES": True,
+        "AUTH_RATE_LIMITS": dict(AUTH_RATE_LIMITS),
         # Parallel writer connections of a CSV import on PostgreSQL (docs/performance.md, Import).
         "IMPORT_WRITERS": 2,
         "LOCKOUT_THRESHOLD": 5,

@@ -53,8 +53,9 @@ def init_app(app):
             message = {404: "No such API endpoint.", 405: f"Method {request.method} is not allowed here."}.get(
                 exc.code, exc.description)
             return error_response(exc.code, message, headers=headers)
-        response = error_page(exc.code)
-        return response
+        # A rate limit with its own message (the sign-in pages') says what to do; others get the generic text.
+        limit = getattr(exc, "limit", None)
+        return error_page(exc.code, exc.description if limit is not None and limit.error_message else None)
 
     @app.errorhandler(Exception)
     def unexpected_error(exc):

@@ -27,6 +27,16 @@ class Forbidden(DomainError):
     status = 403
 
 
+class EmailNotConfirmed(Forbidden):
+    """An account made by open sign-up whose owner has not confirmed the email address: nothing may be sent."""
+    code = "EMAIL_NOT_CONFIRMED"
+
+
+class SignupClosed(Forbidden):
+    """NUDGE_SIGNUP does not let this visitor create an account."""
+    code = "SIGNUP_CLOSED"
+
+
 class Conflict(DomainError):
     code = "CONFLICT"
     status = 409

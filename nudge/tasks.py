@@ -160,3 +160,28 @@ def start_due_campaigns():
     schedulers (several workers) never start one twice."""
     from nudge.services import campaigns
     return [str(campaign_id) for campaign_id in campaigns.start_due_campaigns()]
+
+
+class MailNotSent(RuntimeError):
+    """A transactional mail the providers could not take yet: Huey retries the task."""
+
+
+def _require_sent(result):
+    if result is not None and result.status == "transient":
+        raise MailNotSent(result.error or "the providers could not take the message")
+
+
+@task(priority=PRIORITY_TRANSACTIONAL, retries=5, retry_delay=60)
+def mail_email_confirmation(account_id):
+    """Mail the link that confirms an open sign-up's address (services/signup.py)."""
+    import uuid
+
+    from nudge.services import signup
+    _require_sent(signup.send_confirmation(uuid.UUID(account_id)))
+
+
+@task(priority=PRIORITY_TRANSACTIONAL, retries=5, retry_delay=60)
+def mail_signup_notice(email):
+    """Tell an existing user that someone tried to sign up with their address (open sign-up)."""
+    from nudge.services import signup
+    _require_sent(signup.send_taken_notice(email))

@@ -21,7 +21,7 @@ from flask import g, request_started  # noqa: E402
 
 from nudge import create_app  # noqa: E402
 from nudge.config import normalize_database_url  # noqa: E402
-from nudge.extensions import db  # noqa: E402
+from nudge.extensions import db, limiter  # noqa: E402
 from nudge.models import User  # noqa: E402
 from nudge.models.types import utcnow  # noqa: E402
 from nudge.services import accounts as accounts_service  # noqa: E402
@@ -99,6 +99,10 @@ def make_app(_schema):
 
     def factory(**overrides):
         app = create_app(config_for_tests(**overrides))
+        if not contexts and TEST_REDIS_URL:
+            # Rate-limit counters live in Redis across tests: each test starts with none (in memory,
+            # every app starts with none).
+            limiter.reset()
         request_started.connect(_forget_signed_in_user, app)
         ctx = app.app_context()
         ctx.push()

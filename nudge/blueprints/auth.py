@@ -1,4 +1,5 @@
-"""Sign-up, sign-in (password + MFA challenge), sign-out, idle expiry, the MFA gate and the Security page."""
+"""Sign-up (NUDGE_SIGNUP) and email confirmation, sign-in (password + MFA challenge) with rate limits and the
+per-address lockout, sign-out, idle and absolute session expiry, the MFA gate and the Security page."""
 import time
 import uuid
 from urllib.parse import urlsplit
@@ -6,18 +7,19 @@ from urllib.parse import urlsplit
 from flask import Blueprint, current_app, flash, make_response, redirect, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
-from nudge.blueprints.common import client_ip, field_errors, render
-from nudge.errors import AuthenticationFailed, Conflict, Forbidden, ValidationError
+from nudge import tasks
+from nudge.blueprints.common import accepted, auth_rate_limits, client_ip, field_errors, render
+from nudge.errors import AuthenticationFailed, Forbidden, NotFound, SignupClosed, ValidationError
 from nudge.extensions import db, htmx, login_manager
 from nudge.models import User
-from nudge.services import accounts, auth, mfa
+from nudge.services import auth, mfa, signup as signup_service
 from nudge.services.security import PASSWORD_MIN_LENGTH, decrypt, encrypt
-from nudge.services.validation import optional_text
 
 bp = Blueprint("auth", __name__)
 
 # Session keys.
 LAST_ACTIVE = "last_active"          # epoch seconds of the last request of a signed-in user
+SIGNED_IN_AT = "signed_in_at"        # epoch seconds of the sign-in (SESSION_MAX_HOURS counts from it)
 PENDING_LOGIN = "pending_login"      # {"user_id", "version", "expires", "next"} between password and code
 ENROL_SECRET = "mfa_enrol_secret"    # the TOTP secret being set up, encrypted with the server key
 
@@ -74,7 +76,7 @@ def start_session(user, next_url=None):
         session["_flashes"] = flashes
     login_user(user)
     session.permanent = True
-    session[LAST_ACTIVE] = time.time()
+    session[LAST_ACTIVE] = session[SIGNED_IN_AT] = time.time()
     if _mfa_required_for(user):
         return redirect(url_for("auth.mfa_enrol"))
     return redirect(safe_next(next_url) or url_for("dashboard.index"))
@@ -82,6 +84,23 @@ def start_session(user, next_url=None):
 
 def _idle_seconds():
     return current_app.permanent_session_lifetime.total_seconds()
+
+
+def _max_seconds():
+    return float(current_app.config.get("SESSION_MAX_HOURS") or 12) * 3600
+
+
+def _session_expiry(now):
+    """Why this signed-in session is over (a message), or None while it lasts."""
+    last_active, signed_in_at = session.get(LAST_ACTIVE), session.get(SIGNED_IN_AT)
+    if not isinstance(last_active, (int, float)) or not isinstance(signed_in_at, (int, float)):
+        return "Please sign in to continue."
+    if now - signed_in_at > _max_seconds():
+        hours = _max_seconds() / 3600
+        return f"You were signed out {hours:g} hours after signing in. Sign in again to continue."
+    if now - last_active > _idle_seconds():
+        return f"You were signed out after {int(_idle_seconds() // 60)} minutes of inactivity."
+    return None
 
 
 def _redirect(location):
@@ -113,20 +132,16 @@ def _end_session():
 
 @bp.before_app_request
 def guard_session():
-    """Idle expiry, last-seen stamps and the REQUIRE_MFA gate for every dashboard request."""
+    """Idle and absolute expiry, last-seen stamps and the REQUIRE_MFA gate for every dashboard request."""
     if request.path.startswith(("/api/", "/static/")) or request.endpoint == "static":
         return None
     if not current_user.is_authenticated:
         return None
     now = time.time()
-    last_active = session.get(LAST_ACTIVE)
-    if not isinstance(last_active, (int, float)) or now - last_active > _idle_seconds():
+    expired = _session_expiry(now)
+    if expired:
         _end_session()
-        if isinstance(last_active, (int, float)):
-            minutes = int(_idle_seconds() // 60)
-            flash(f"You were signed out after {minutes} minutes of inactivity.", "info")
-        else:
-            flash("Please sign in to continue.", "info")
+        flash(expired, "info")
         return _to_login()
     session[LAST_ACTIVE] = now
     auth.touch(current_user)
@@ -138,38 +153,85 @@ def guard_session():
 
 # --- sign-up ------------------------------------------------------------------------------------
 
+def _typed_email():
+    return auth.login_key(request.form.get("email"))
+
+
 @bp.route("/signup", methods=["GET", "POST"])
+@auth_rate_limits("signup", _typed_email, counts=accepted)  # sign-ups that mailed the address
 def signup():
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
+    if not signup_service.signup_open():
+        return render("auth/signup_closed.html", message=signup_service.CLOSED_MESSAGE, status=403)
     form = {"account_name": "", "name": "", "email": ""}
     errors = {}
     if request.method == "POST":
         form = {key: request.form.get(key, "") for key in form}
         try:
-            owner_name = optional_text(form["name"], "name", "Your name", 255)
-            _account, owner = accounts.create_account(
-                name=form["account_name"], email=form["email"], password=request.form.get("password", ""),
-                plan="starter", owner_name=owner_name, ip=client_ip())
-        except (ValidationError, Conflict) as exc:
+            result = signup_service.sign_up(account_name=form["account_name"], email=form["email"],
+                                            password=request.form.get("password", ""), owner_name=form["name"],
+                                            ip=client_ip())
+        except SignupClosed as exc:  # another first sign-up got there a moment before
+            db.session.rollback()
+            return render("auth/signup_closed.html", message=exc.message, status=403)
+        except ValidationError as exc:
             db.session.rollback()
             errors = field_errors(exc)
-            if isinstance(exc, Conflict):
-                errors["email"] = "An account with this email already exists. Sign in instead."
-            elif exc.details and len(form["name"].strip()) <= 255:
-                # create_account calls the account name "name"; the form calls it account_name.
-                if "name" in errors:
-                    errors["account_name"] = errors.pop("name")
         else:
+            if signup_service.mode() == "open":
+                return _check_your_email(result)
             flash("Welcome to NudgeCampaign! Your account is ready.", "success")
-            return start_session(owner)
+            return start_session(result.owner)
     return render("auth/signup.html", form=form, errors=errors, password_help=PASSWORD_HELP,
                   status=422 if errors else 200)
+
+
+def _check_your_email(result):
+    """Open sign-up's answer, the same whether the email was new (a confirmation link is mailed) or
+    already signs in (its user is mailed a notice), so the page tells nobody which."""
+    if result.owner is not None:
+        tasks.mail_email_confirmation(str(result.owner.account_id))
+    else:
+        tasks.mail_signup_notice(result.email)
+    return render("auth/signup_sent.html", email=result.email)
+
+
+@bp.get("/signup/confirm/<token>")
+def confirm_email(token):
+    """The link in the confirmation email: the account may send from now on."""
+    try:
+        account = signup_service.confirm_email(token, ip=client_ip())
+    except (NotFound, ValidationError) as exc:
+        db.session.rollback()
+        return render("errors/error.html", status=410 if isinstance(exc, ValidationError) else 404,
+                      title="Link not valid", message=exc.message)
+    flash(f"Thank you: {account.email} is confirmed. Your account can send emails now.", "success")
+    return redirect(url_for("dashboard.index") if current_user.is_authenticated else url_for("auth.login"))
+
+
+def _own_account():
+    return str(current_user.account_id) if current_user.is_authenticated else None
+
+
+@bp.post("/signup/confirm/resend")
+@login_required
+@auth_rate_limits("confirmation", _own_account, counts=None)
+def resend_confirmation():
+    account = current_user.account
+    if signup_service.is_confirmed(account):
+        flash(f"{account.email} is already confirmed.", "info")
+    else:
+        tasks.mail_email_confirmation(str(account.id))
+        flash(f"We sent a new confirmation link to {account.email}. It works for "
+              f"{current_app.config.get('EMAIL_CONFIRMATION_HOURS', 48):g} hours.", "success")
+    return _redirect(safe_next(request.form.get("next")) or url_for("dashboard.index"))
 
 
 # --- sign-in ------------------------------------------------------------------------------------
 
 @bp.route("/login", methods=["GET", "POST"])
+@auth_rate_limits("login", _typed_email)
 def login():
     next_url = safe_next(request.values.get("next"))
     if current_user.is_authenticated:
@@ -190,7 +252,7 @@ def login():
             auth.record_login(user, client_ip())
             return start_session(user, next_url)
     return render("auth/login.html", email=email, error=error, next_url=next_url,
-                  status=422 if error else 200)
+                  signup_open=signup_service.signup_open(), status=422 if error else 200)
 
 
 def _pending_user():
@@ -210,15 +272,23 @@ def _restart_login(message, category="info"):
     return redirect(url_for("auth.login"))
 
 
+def _pending_user_id():
+    pending = session.get(PENDING_LOGIN)
+    return str(pending.get("user_id")) if isinstance(pending, dict) else None
+
+
 @bp.route("/login/mfa", methods=["GET", "POST"])
+@auth_rate_limits("mfa", _pending_user_id)
 def mfa_challenge():
     user, pending = _pending_user()
     if user is None:
         return _restart_login("Your sign-in timed out. Enter your email and password again.")
-    if user.is_locked():
-        return _restart_login(auth.lock_message(user), "error")
     error = None
     if request.method == "POST":
+        # The attempt is claimed before the code is checked: parallel guesses get no extra tries.
+        claimed = auth.claim_attempt(user.email, client_ip())
+        if claimed is None:
+            return _restart_login(auth.refuse_locked(user.email, client_ip(), user=user).message, "error")
         code = request.form.get("code", "")
         method = None
         if mfa.clean_totp_code(code):
@@ -234,8 +304,8 @@ def mfa_challenge():
                     message += " Generate new ones on the Security page."
                 flash(message, "warning" if left <= 3 else "info")
             return start_session(user, pending.get("next"))
-        if auth.record_failed_attempt(user, client_ip(), reason="wrong_mfa_code"):
-            return _restart_login(auth.lock_message(user), "error")
+        if auth.record_failed_attempt(user.email, client_ip(), claimed, user=user, reason="wrong_mfa_code"):
+            return _restart_login(auth.lock_message(), "error")
         error = ("That code didn't work. Enter the 6-digit code from your authenticator app, "
                  "or one of your recovery codes.")
     return render("auth/mfa_challenge.html", error=error, status=422 if error else 200)
@@ -244,7 +314,8 @@ def mfa_challenge():
 @bp.post("/logout")
 def logout():
     if current_user.is_authenticated:
-        auth.record_logout(current_user, client_ip())
+        # Ends the session on the server too: a copy of this cookie no longer signs anyone in.
+        auth.record_logout(current_user._get_current_object(), client_ip())
     _end_session()
     flash("You have signed out.", "success")
     return _redirect(url_for("auth.login"))
@@ -266,8 +337,13 @@ def security():
     return _security_page()
 
 
+def _signed_in_user():
+    return str(current_user.id) if current_user.is_authenticated else None
+
+
 @bp.post("/security/password")
 @login_required
+@auth_rate_limits("password", _signed_in_user)
 def change_password():
     user = current_user._get_current_object()
     try:

@@ -2,10 +2,11 @@
 import functools
 import json
 
-from flask import abort, make_response, render_template, request
+from flask import abort, current_app, make_response, render_template, request
 from flask_login import current_user
 
-from nudge.extensions import htmx
+from nudge.config import AUTH_RATE_LIMITS
+from nudge.extensions import htmx, limiter
 from nudge.services.pagination import count_rows, fetch_page
 
 
@@ -18,6 +19,41 @@ def render(page, fragment=None, status=200, **context):
 
 def client_ip():
     return request.remote_addr
+
+
+TOO_MANY_ATTEMPTS = "Too many attempts. Wait a few minutes and try again."
+
+
+def _auth_limit(name):
+    return (current_app.config.get("AUTH_RATE_LIMITS") or {}).get(name) or AUTH_RATE_LIMITS[name]
+
+
+def _failed(response):
+    """A sign-in form's failure: anything but a redirect (a success moves on to another page)."""
+    return not (300 <= response.status_code < 400 or "HX-Redirect" in response.headers)
+
+
+def accepted(response):
+    """A form's POST that did its work (mailed someone): not refused (4xx)."""
+    return response.status_code < 400
+
+
+def auth_rate_limits(name, target_key, counts=_failed):
+    """View decorator: Flask-Limiter limits on a sign-in form's POSTs (config AUTH_RATE_LIMITS).
+
+    <name>_ip counts every POST from the client address; <name>_account counts the POSTs against one
+    target (target_key(): the typed email, the invitation, the user) from any address for which
+    counts(response) is true (by default the failures; None: all), so a guesser spread over many
+    addresses is stopped too. Over either: 429 with Retry-After."""
+    def decorator(view):
+        per_ip = limiter.limit(lambda: _auth_limit(f"{name}_ip"), key_func=lambda: f"ip:{client_ip()}",
+                               methods=["POST"], scope=f"{name}-ip", error_message=TOO_MANY_ATTEMPTS)
+        per_target = limiter.limit(lambda: _auth_limit(f"{name}_account"),
+                                   key_func=lambda: f"{name}:{target_key() or client_ip()}", methods=["POST"],
+                                   scope=f"{name}-account", error_message=TOO_MANY_ATTEMPTS,
+                                   deduct_when=counts)
+        return per_ip(per_target(view))
+    return decorator
 
 
 def require_permission(permission):

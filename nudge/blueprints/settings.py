@@ -7,7 +7,7 @@ from collections import OrderedDict
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from nudge.blueprints.common import (client_ip, field_errors, paginate, render, require_permission,
+from nudge.blueprints.common import (auth_rate_limits, client_ip, field_errors, paginate, render, require_permission,
                                      with_toast)
 from nudge.config import PLAN_RATE_LIMITS
 from nudge.errors import Conflict, NotFound, ValidationError
@@ -16,6 +16,7 @@ from nudge.models import ROLES
 from nudge.services import accounts, audit, permissions
 from nudge.services import team as team_service
 from nudge.services import api_clients as clients_service
+from nudge.services.security import hash_token
 
 bp = Blueprint("settings", __name__)
 
@@ -202,7 +203,14 @@ def team_reset_mfa(user_id):
     return redirect(url_for(".team"), 303)
 
 
+def _invitation_key():
+    """The invitation a join form is for (its token's hash, never the token), as the rate limits' target."""
+    token = (request.view_args or {}).get("token") or ""
+    return "invitation:" + hash_token(token[:200])[:32]
+
+
 @bp.route("/team/join/<token>", methods=["GET", "POST"])
+@auth_rate_limits("invitation", _invitation_key)
 def accept_invite(token):
     """Public: the invited person chooses a name and password and joins the account."""
     invitation = team_service.find_invitation(token)

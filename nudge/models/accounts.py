@@ -23,6 +23,9 @@ class Account(db.Model):
     created_at = created_column()
     updated_at = updated_column()
     settings = sa.Column(JSONDoc, nullable=False, default=dict, server_default="{}")
+    # When the owner who signed up proved the address (NUDGE_SIGNUP=open); NULL: nothing may be sent yet.
+    # Accounts made any other way (first sign-up, `nudge create-account`) are confirmed when created.
+    email_confirmed_at = sa.Column(sa.DateTime)
 
 
 class User(UserMixin, db.Model):
@@ -38,11 +41,9 @@ class User(UserMixin, db.Model):
     totp_secret_encrypted = sa.Column(sa.Text)
     mfa_enabled_at = sa.Column(sa.DateTime)
     recovery_codes = sa.Column(JSONDoc, nullable=False, default=list, server_default="[]")
-    failed_login_count = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
-    locked_until = sa.Column(sa.DateTime)
     last_seen = sa.Column(sa.DateTime)
     last_login_at = sa.Column(sa.DateTime)
-    # Bumped when the password or MFA changes, so other sessions of this user end.
+    # Bumped when the password or MFA changes and at sign-out, so the user's sessions end.
     session_version = sa.Column(sa.Integer, nullable=False, default=1, server_default="1")
     created_at = created_column()
     updated_at = updated_column()
@@ -64,8 +65,40 @@ class User(UserMixin, db.Model):
     def get_id(self):
         return f"{self.id}:{self.session_version}"
 
-    def is_locked(self, now=None):
-        return self.locked_until is not None and self.locked_until > (now or utcnow())
+
+class FirstSignup(db.Model):
+    """At most one row (id 1): written with the account NUDGE_SIGNUP=first creates, so two simultaneous
+    first sign-ups cannot both succeed (the second insert breaks the primary key)."""
+    __tablename__ = "first_signup"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=False)
+    account_id = account_fk()
+    created_at = created_column()
+
+
+class LoginAttempt(db.Model):
+    """Failed sign-in attempts (password or second factor) for one typed email from one client address.
+
+    Keyed by the email as typed (lower case), known or not, so an unknown email locks like a real one;
+    per address, so a stranger's failures lock only the stranger. `failures` is claimed (incremented)
+    before each check; a success deletes the row."""
+    __tablename__ = "login_attempts"
+    __table_args__ = (sa.UniqueConstraint("login", "ip", name="uq_login_attempts_login_ip"),)
+    id = id_column()
+    login = sa.Column(sa.String(255), nullable=False)
+    ip = sa.Column(sa.String(64), nullable=False)
+    failures = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
+    locked_until = sa.Column(sa.DateTime)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow, server_default=sa.func.now())
+
+
+class UsedTotpCode(db.Model):
+    """A TOTP time step a user has already signed in with (RFC 6238 5.2), when there is no Redis to
+    remember it in: every process sees the database. Rows older than a few minutes are purged."""
+    __tablename__ = "used_totp_codes"
+    user_id = sa.Column(UUID, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    step = sa.Column(sa.BigInteger, primary_key=True, autoincrement=False)
+    used_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
 class Invitation(db.Model):

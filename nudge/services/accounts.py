@@ -7,7 +7,8 @@ import sqlalchemy as sa
 from nudge.config import PLAN_EMAIL_LIMITS, PLANS
 from nudge.errors import Conflict, ValidationError, field_error
 from nudge.extensions import db
-from nudge.models import Account, EmailEvent, User
+from nudge.models import Account, EmailEvent, FirstSignup, User
+from nudge.models.types import utcnow
 from nudge.services import audit, permissions
 from nudge.services.security import check_password_strength, hash_password
 from nudge.services.validation import (check_choice, check_timezone, normalize_email, optional_text, require_text,
@@ -21,8 +22,12 @@ def email_in_use(email):
         db.session.scalar(sa.select(sa.func.count()).select_from(Account).where(Account.email == email)) > 0
 
 
-def create_account(*, name, email, password, plan="starter", owner_name=None, ip=None):
-    """Create an account and its owner; returns (account, owner)."""
+def create_account(*, name, email, password, plan="starter", owner_name=None, ip=None, confirmed=True, first=False):
+    """Create an account and its owner; returns (account, owner).
+
+    confirmed=False: the owner must still confirm the email address before the account sends anything
+    (open sign-up). first=True: the install's first account through sign-up; the FirstSignup row written
+    in the same transaction makes a second, simultaneous one fail with IntegrityError."""
     clean = validate_fields({
         "name": lambda: require_text(name, "name", "Account name", 255),
         "email": lambda: normalize_email(email),
@@ -34,11 +39,15 @@ def create_account(*, name, email, password, plan="starter", owner_name=None, ip
         raise Conflict("An account with this email already exists.", [{"field": "email", "issue": "Already registered."}])
 
     account = Account(name=name, email=email, plan_type=plan, monthly_email_limit=PLAN_EMAIL_LIMITS[plan],
-                      default_from_email=email, default_from_name=name)
+                      default_from_email=email, default_from_name=name,
+                      email_confirmed_at=utcnow() if confirmed else None)
     owner = User(account=account, email=email, name=(owner_name or "").strip() or None,
                  password_hash=hash_password(password), role="owner")
     db.session.add_all([account, owner])
     db.session.flush()
+    if first:
+        db.session.add(FirstSignup(id=1, account_id=account.id))
+        db.session.flush()
     audit.record("account.created", account_id=account.id, actor=owner, ip=ip,
                  resources=[f"account:{account.id}"], meta={"plan": plan})
     db.session.commit()

@@ -9,7 +9,7 @@ from nudge.models import AuditLog, User
 ACTIONS = (
     "login.succeeded", "login.failed", "login.locked", "logout",
     "mfa.enabled", "mfa.disabled", "mfa.reset", "mfa.recovery_code_used", "mfa.recovery_codes_regenerated",
-    "password.changed", "account.created", "account.updated",
+    "password.changed", "account.created", "account.updated", "account.email_confirmed", "signup.email_taken",
     "team.invited", "team.invitation_revoked", "team.joined", "team.role_changed", "team.removed",
     "api_client.created", "api_client.revoked",
     "sending.updated",

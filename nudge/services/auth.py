@@ -1,15 +1,17 @@
-"""Password sign-in: credential checks, failed-attempt lockout, successful logins, password changes."""
+"""Password sign-in: credential checks, the per-(email, address) lockout, successful logins and sign-outs,
+password changes."""
 import datetime as dt
 import math
+import uuid
 
 import sqlalchemy as sa
 from flask import current_app
 
 from nudge.errors import AuthenticationFailed, ValidationError, field_error
 from nudge.extensions import db
-from nudge.models import User
+from nudge.models import LoginAttempt, User
 from nudge.models.types import utcnow
-from nudge.services import audit
+from nudge.services import audit, dialect
 from nudge.services.security import check_password_strength, dummy_verify, hash_password, verify_password
 from nudge.services.validation import normalize_email
 
@@ -17,17 +19,100 @@ INVALID_CREDENTIALS = "Email or password is incorrect."
 
 
 class AccountLocked(AuthenticationFailed):
-    """Too many failed attempts: the user may not sign in until locked_until."""
+    """Too many failed attempts for this email from this address: no check until the lock runs out."""
     code = "ACCOUNT_LOCKED"
 
 
-def lock_message(user=None, now=None):
+def _threshold():
+    return int(current_app.config.get("LOCKOUT_THRESHOLD", 5))
+
+
+def _lock_duration():
+    return dt.timedelta(minutes=current_app.config.get("LOCKOUT_MINUTES", 15))
+
+
+def lock_message(locked_until=None, now=None):
     """'Too many failed attempts. Try again in N minutes.' with the minutes left on the lock."""
     minutes = current_app.config.get("LOCKOUT_MINUTES", 15)
-    if user is not None and user.locked_until is not None:
-        left = (user.locked_until - (now or utcnow())).total_seconds()
+    if locked_until is not None:
+        left = (locked_until - (now or utcnow())).total_seconds()
         minutes = max(1, math.ceil(left / 60))
     return f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+
+
+def login_key(email):
+    """What attempts are counted against: the typed email, trimmed and lower-cased (known or not)."""
+    return (email or "").strip().lower()[:255]
+
+
+def _ip_key(ip):
+    return str(ip or "")[:64]
+
+
+def claim_attempt(login, ip, now=None):
+    """Take one attempt for (login, ip) before checking anything; the attempt count if granted, None if
+    the pair is locked (or its last attempts are still being checked).
+
+    One conditional UPDATE … RETURNING, committed before the caller checks the password or code, so
+    parallel requests cannot get more than LOCKOUT_THRESHOLD checks between them. Failures older than the
+    lock duration, and a lock that has run out, start a fresh count."""
+    now = now or utcnow()
+    login, ip = login_key(login), _ip_key(ip)
+    db.session.execute(dialect.insert(LoginAttempt).values(id=uuid.uuid4(), login=login, ip=ip, failures=0,
+                                                           updated_at=now)
+                       .on_conflict_do_nothing(index_elements=["login", "ip"]))
+    stale = sa.or_(LoginAttempt.locked_until <= now,
+                   sa.and_(LoginAttempt.locked_until.is_(None), LoginAttempt.updated_at < now - _lock_duration()))
+    claimed = db.session.execute(
+        sa.update(LoginAttempt)
+        .where(LoginAttempt.login == login, LoginAttempt.ip == ip,
+               sa.or_(stale, sa.and_(LoginAttempt.locked_until.is_(None), LoginAttempt.failures < _threshold())))
+        .values(failures=sa.case((stale, 1), else_=LoginAttempt.failures + 1), locked_until=None, updated_at=now)
+        .returning(LoginAttempt.failures)
+        .execution_options(synchronize_session=False)).scalar_one_or_none()
+    db.session.commit()
+    return claimed
+
+
+def release_attempt(login, ip):
+    """Give back an attempt claimed for a check that succeeded."""
+    db.session.execute(sa.update(LoginAttempt)
+                       .where(LoginAttempt.login == login_key(login), LoginAttempt.ip == _ip_key(ip),
+                              LoginAttempt.failures > 0)
+                       .values(failures=LoginAttempt.failures - 1).execution_options(synchronize_session=False))
+    db.session.commit()
+
+
+def locked_until(login, ip):
+    """When the lock on (login, ip) runs out, or None when there is none."""
+    return db.session.scalar(sa.select(LoginAttempt.locked_until).where(
+        LoginAttempt.login == login_key(login), LoginAttempt.ip == _ip_key(ip)))
+
+
+def refuse_locked(login, ip, *, user=None, reason="locked"):
+    """Audit a refused attempt on a locked (login, ip) and return the AccountLocked to raise."""
+    until = locked_until(login, ip)
+    audit.record("login.failed", account_id=user.account_id if user else None, actor=user,
+                 actor_label=login_key(login), ip=ip, meta={"reason": reason})
+    db.session.commit()
+    return AccountLocked(lock_message(until))
+
+
+def record_failed_attempt(login, ip, claimed, *, user=None, reason="wrong_password"):
+    """A claimed attempt failed: audit it; the LOCKOUT_THRESHOLD-th locks (login, ip). True if it did."""
+    audit.record("login.failed", account_id=user.account_id if user else None, actor=user,
+                 actor_label=login_key(login), ip=ip, meta={"reason": reason})
+    locked = claimed >= _threshold()
+    if locked:
+        db.session.execute(sa.update(LoginAttempt)
+                           .where(LoginAttempt.login == login_key(login), LoginAttempt.ip == _ip_key(ip))
+                           .values(locked_until=utcnow() + _lock_duration())
+                           .execution_options(synchronize_session=False))
+        audit.record("login.locked", account_id=user.account_id if user else None, actor=user,
+                     actor_label=login_key(login), ip=ip,
+                     meta={"minutes": current_app.config.get("LOCKOUT_MINUTES", 15), "reason": reason})
+    db.session.commit()
+    return locked
 
 
 def find_user_by_email(email):
@@ -46,58 +131,40 @@ def find_user_by_email(email):
 def authenticate(email, password, *, ip=None):
     """The user whose email and password these are, or AuthenticationFailed with the generic message.
 
-    A locked user gets AccountLocked even with the right password. MFA is checked separately by the
-    caller; the failed-attempt count is only reset by record_login, so a password-only success does
+    An attempt for (email, ip) is claimed before the password is checked, for unknown emails too, so the
+    LOCKOUT_THRESHOLD-th failure answers AccountLocked whether or not the email has a user. MFA is checked
+    separately by the caller; the count is only cleared by record_login, so a password-only success does
     not reset the count an attacker is running up against the second factor."""
     typed = (email or "").strip()[:255]
-    user = find_user_by_email(email) if typed and password else None
-    if user is None:
-        dummy_verify(password or "")  # as slow as a real check, so timing does not reveal the email
+    if not typed or not password:
+        dummy_verify(password or "")
         if typed:
-            audit.record("login.failed", account_id=None, actor_label=typed, ip=ip,
-                         meta={"reason": "unknown_email" if password else "missing_password"})
+            audit.record("login.failed", account_id=None, actor_label=typed, ip=ip, meta={"reason": "missing_password"})
             db.session.commit()
         raise AuthenticationFailed(INVALID_CREDENTIALS)
-    if user.is_locked():
-        dummy_verify(password)
-        audit.record("login.failed", account_id=user.account_id, actor=user, actor_label=typed, ip=ip,
-                     meta={"reason": "locked"})
-        db.session.commit()
-        raise AccountLocked(lock_message(user))
-    if not verify_password(user.password_hash, password):
-        if record_failed_attempt(user, ip, reason="wrong_password", actor_label=typed):
-            raise AccountLocked(lock_message(user))
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
-    return user
-
-
-def record_failed_attempt(user, ip, *, reason="wrong_password", actor_label=None):
-    """Count a failed password or MFA code; the threshold-th failure locks the user. True if it did."""
-    # Counted in SQL, so parallel attempts all count.
-    failures = db.session.execute(
-        sa.update(User).where(User.id == user.id)
-        .values(failed_login_count=User.failed_login_count + 1)
-        .returning(User.failed_login_count)
-        .execution_options(synchronize_session="fetch")).scalar_one()
-    audit.record("login.failed", account_id=user.account_id, actor=user, actor_label=actor_label, ip=ip,
-                 meta={"reason": reason})
-    locked = False
-    if failures >= current_app.config.get("LOCKOUT_THRESHOLD", 5):
-        minutes = current_app.config.get("LOCKOUT_MINUTES", 15)
-        user.locked_until = utcnow() + dt.timedelta(minutes=minutes)
-        user.failed_login_count = 0  # the next lock needs a fresh run of failures
-        audit.record("login.locked", account_id=user.account_id, actor=user, ip=ip,
-                     meta={"minutes": minutes, "reason": reason})
-        locked = True
-    db.session.commit()
-    return locked
+    user = find_user_by_email(email)
+    claimed = claim_attempt(typed, ip)
+    if claimed is None:
+        dummy_verify(password)  # as slow as a real check
+        raise refuse_locked(typed, ip, user=user)
+    if user is None:
+        dummy_verify(password)  # as slow as a real check, so timing does not reveal the email
+        wrong = "unknown_email"
+    elif not verify_password(user.password_hash, password):
+        wrong = "wrong_password"
+    else:
+        release_attempt(typed, ip)  # a right password is no failure (nor a success until MFA is done)
+        return user
+    if record_failed_attempt(typed, ip, claimed, user=user, reason=wrong):
+        raise AccountLocked(lock_message())
+    raise AuthenticationFailed(INVALID_CREDENTIALS)
 
 
 def record_login(user, ip, *, method="password"):
-    """A complete sign-in (password, plus MFA when enrolled): clear failures, stamp, audit."""
+    """A complete sign-in (password, plus MFA when enrolled): clear this address's failures, stamp, audit."""
     now = utcnow()
-    user.failed_login_count = 0
-    user.locked_until = None
+    db.session.execute(sa.delete(LoginAttempt).where(LoginAttempt.login == login_key(user.email),
+                                                     LoginAttempt.ip == _ip_key(ip)))
     user.last_login_at = now
     user.last_seen = now
     audit.record("login.succeeded", account_id=user.account_id, actor=user, ip=ip, meta={"method": method})
@@ -106,8 +173,26 @@ def record_login(user, ip, *, method="password"):
 
 
 def record_logout(user, ip):
+    """Sign-out: the session version moves on, so no copy of the session cookie works any more."""
+    bump_session_version(user)
     audit.record("logout", account_id=user.account_id, actor=user, ip=ip)
     db.session.commit()
+
+
+def bump_session_version(user):
+    """End every session of this user (User.session_version is checked on every request)."""
+    db.session.execute(sa.update(User).where(User.id == user.id)
+                       .values(session_version=User.session_version + 1)
+                       .execution_options(synchronize_session=False))
+    db.session.refresh(user)
+
+
+def purge_login_attempts(now):
+    """Housekeeping: attempt rows whose failures and lock have both run out."""
+    cutoff = now - _lock_duration()
+    return db.session.execute(sa.delete(LoginAttempt).where(
+        LoginAttempt.updated_at < cutoff,
+        sa.or_(LoginAttempt.locked_until.is_(None), LoginAttempt.locked_until < now))).rowcount
 
 
 def touch(user, now=None):

@@ -29,7 +29,7 @@ from nudge.errors import Conflict, LimitExceeded, NotFound, ValidationError, fie
 from nudge.extensions import db
 from nudge.models import Account, Campaign, Contact, Message, Segment, Template, TemplateVersion
 from nudge.models.types import utcnow
-from nudge.services import audit, permissions, rendering, templates
+from nudge.services import audit, permissions, rendering, signup, templates
 from nudge.services.dialect import is_postgres, tags_contain_any
 from nudge.services.segments import segment_condition
 from nudge.services.suppressions import suppressed
@@ -580,7 +580,7 @@ def duplicate_campaign(actor, campaign_id):
 FIX_FIELDS = {"subject_missing": "subject", "from_email_missing": "from_email", "audience_empty": "audience",
               "segment_missing": "audience", "content_missing": "content", "unsubscribe_missing": "content",
               "postal_address_missing": "content", "account_postal_address_missing": "account.postal_address",
-              "no_recipients": "audience"}
+              "no_recipients": "audience", signup.EMAIL_UNCONFIRMED_CODE: "account.email"}
 BLOCKING_CONTENT_CODES = ("unsubscribe_missing", "postal_address_missing")
 
 
@@ -594,6 +594,7 @@ def readiness(campaign, account=None, recipients=None):
 
     def add(code, message, blocking=True):
         items.append({"code": code, "message": message, "blocking": blocking})
+    items += filter(None, [signup.readiness_item(account)])
     if not (campaign.subject or "").strip():
         add("subject_missing", "The subject line is empty: write one in the campaign's details.")
     if not (campaign.from_email or "").strip():
@@ -690,6 +691,7 @@ def _move(campaign, from_statuses, **values):
 
 def _checked_for_sending(campaign, account, when):
     """The checks before a send or a schedule; returns the recipient count."""
+    signup.require_confirmed_email(account)
     if audience_is_empty(campaign.audience) or missing_segments(campaign.account_id, campaign.audience):
         _require_ready(campaign, account, None)
     recipients = recipient_count(campaign.account_id, campaign.audience)
@@ -866,6 +868,7 @@ def send_test(actor, campaign_id, emails, contact_id=None):
     returns the pipeline's [{"email", "status", "error"}]."""
     permissions.require(actor, "campaigns:write")
     campaign = get_campaign(actor.account_id, campaign_id)
+    signup.require_confirmed_email(_account(campaign.account_id))
     clean = check_test_emails(emails)
     contact = None
     if contact_id not in (None, ""):

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from nudge.extensions import db
 from nudge.models import EmailEvent, Invitation
 from nudge.models.types import utcnow
+from nudge.services import auth, mfa
 
 EMAIL_EVENT_RETENTION = dt.timedelta(days=730)
 INVITATION_RETENTION = dt.timedelta(days=30)
@@ -39,6 +40,11 @@ def fail_stalled_imports(now):
     return fail(now)
 
 
+def purge_sign_in_records(now):
+    """Failed-attempt rows past their lock and TOTP codes too old to be valid again."""
+    return auth.purge_login_attempts(now) + mfa.purge_used_codes(now)
+
+
 def run_housekeeping(now=None):
     """Run every retention step; returns how many rows each removed."""
     now = now or utcnow()
@@ -48,6 +54,7 @@ def run_housekeeping(now=None):
         "contacts": purge_deleted_contacts(now),
         "uploads": purge_abandoned_uploads(now),
         "stalled_imports": fail_stalled_imports(now),
+        "sign_in_records": purge_sign_in_records(now),
     }
     db.session.commit()
     return summary

@@ -1,4 +1,5 @@
 """Two-factor authentication: TOTP enrolment and checks, single-use recovery codes, owner resets."""
+import datetime as dt
 import hmac
 import re
 import secrets
@@ -13,9 +14,9 @@ from limits.storage import storage_from_string
 
 from nudge.errors import Forbidden, NotFound, ValidationError, field_error
 from nudge.extensions import db
-from nudge.models import User
+from nudge.models import UsedTotpCode, User
 from nudge.models.types import utcnow
-from nudge.services import audit
+from nudge.services import audit, dialect
 from nudge.services.security import decrypt, encrypt, hash_token
 
 ISSUER = "NudgeCampaign"
@@ -70,21 +71,45 @@ def _matching_step(secret, code, now=None):
     return None
 
 
-def _used_steps():
-    """Where accepted TOTP steps are remembered (the rate-limit store: Redis when configured)."""
+# A code is valid for at most three 30 s steps; it is remembered a little longer than that.
+USED_CODE_SECONDS = 120
+
+
+def _redis_store():
+    """The rate-limit store when it is Redis (shared by every process), else None."""
+    uri = current_app.config.get("RATELIMIT_STORAGE_URI") or ""
+    if not uri.startswith(("redis://", "rediss://", "redis+")):
+        return None
     store = current_app.extensions.get("nudge_totp_used")
     if store is None:
-        store = storage_from_string(current_app.config.get("RATELIMIT_STORAGE_URI") or "memory://")
+        store = storage_from_string(uri)
         current_app.extensions["nudge_totp_used"] = store
     return store
 
 
 def _first_use(user_id, step):
-    """True the first time this user's code for this step is accepted (RFC 6238 section 5.2)."""
+    """True the first time this user's code for this step is accepted (RFC 6238 section 5.2).
+
+    Remembered in Redis when configured, else in the database (used_totp_codes): never in one process's
+    memory, which another web or worker process would not see."""
     if not current_app.config.get("MFA_REJECT_REUSED_CODES", True):
         return True
-    # A code is valid for at most three 30 s steps; remember it a little longer than that.
-    return _used_steps().incr(f"nudge:totp-used:{user_id}:{step}", 120) == 1
+    store = _redis_store()
+    if store is not None:
+        return store.incr(f"nudge:totp-used:{user_id}:{step}", USED_CODE_SECONDS) == 1
+    now = utcnow()
+    db.session.execute(sa.delete(UsedTotpCode).where(
+        UsedTotpCode.user_id == user_id, UsedTotpCode.used_at < now - dt.timedelta(seconds=USED_CODE_SECONDS)))
+    first = db.session.execute(dialect.insert(UsedTotpCode).values(user_id=user_id, step=step, used_at=now)
+                               .on_conflict_do_nothing(index_elements=["user_id", "step"])).rowcount == 1
+    db.session.commit()
+    return first
+
+
+def purge_used_codes(now):
+    """Housekeeping: used codes too old to be valid again."""
+    return db.session.execute(sa.delete(UsedTotpCode).where(
+        UsedTotpCode.used_at < now - dt.timedelta(seconds=USED_CODE_SECONDS))).rowcount
 
 
 def _check_code(user_id, secret, code):
