@@ -1,5 +1,6 @@
 """TOTP enrolment and checks, recovery codes, turning MFA off and owner resets."""
 import base64
+import datetime as dt
 import re
 import time
 
@@ -9,7 +10,8 @@ import sqlalchemy as sa
 
 from nudge.errors import Forbidden, NotFound, ValidationError
 from nudge.extensions import db
-from nudge.models import AuditLog, User
+from nudge.models import AuditLog, UsedTotpCode, User
+from nudge.models.types import utcnow
 from nudge.services import mfa
 from nudge.services.security import hash_token
 
@@ -77,6 +79,33 @@ def test_a_totp_code_cannot_be_used_twice_when_replay_protection_is_on(make_app,
     code = pyotp.TOTP(secret).at(time.time() + 30)  # the enrolment used the current step
     assert mfa.verify_totp(owner, code)
     assert not mfa.verify_totp(owner, code)
+
+
+def test_without_redis_used_codes_are_remembered_in_the_database_for_every_process(make_app, make_account):
+    """Two apps stand for two processes, each with its own in-memory rate-limit store: a code used through
+    one is refused by the other, because the database remembers it."""
+    make_app(MFA_REJECT_REUSED_CODES=True, RATELIMIT_STORAGE_URI="memory://")
+    owner, secret, _ = enrolled(make_account)
+    step = pyotp.TOTP(secret).timecode(time.time()) + 1
+    code = pyotp.TOTP(secret).generate_otp(step)
+    assert mfa.verify_totp(owner, code)
+    assert db.session.get(UsedTotpCode, (owner.id, step)) is not None
+    make_app(MFA_REJECT_REUSED_CODES=True, RATELIMIT_STORAGE_URI="memory://")  # "another process"
+    assert not mfa.verify_totp(db.session.get(User, owner.id), code)
+
+
+def test_used_codes_are_forgotten_once_they_cannot_be_valid_again(make_app, make_account):
+    make_app(MFA_REJECT_REUSED_CODES=True, RATELIMIT_STORAGE_URI="memory://")
+    owner, secret, _ = enrolled(make_account)
+    old = utcnow() - dt.timedelta(seconds=mfa.USED_CODE_SECONDS + 1)
+    db.session.add(UsedTotpCode(user_id=owner.id, step=1, used_at=old))
+    db.session.commit()
+    assert mfa.purge_used_codes(utcnow()) == 1
+    db.session.add(UsedTotpCode(user_id=owner.id, step=2, used_at=old))
+    db.session.commit()
+    assert mfa.verify_totp(owner, pyotp.TOTP(secret).at(time.time() + 30))  # a new use sweeps the user's old ones
+    steps = db.session.scalars(sa.select(UsedTotpCode.step).where(UsedTotpCode.user_id == owner.id)).all()
+    assert 2 not in steps and len(steps) == 2  # the enrolment's step and this one
 
 
 def test_recovery_codes_work_once_and_forgive_case_and_spaces(make_account):
