@@ -174,6 +174,7 @@ def test_the_attempt_is_claimed_and_committed_before_the_password_is_checked(mak
 def test_parallel_guesses_get_no_more_checks_than_the_threshold(make_account, monkeypatch):
     """Twelve wrong passwords at once for one email from one address: five are checked, the rest refused."""
     _, owner = make_account()
+    email = owner.email  # the threads use only plain values, never this session's objects
     app = current_app._get_current_object()
     checks, lock = [], threading.Lock()
     real_verify = auth.verify_password
@@ -189,7 +190,7 @@ def test_parallel_guesses_get_no_more_checks_than_the_threshold(make_account, mo
         with app.app_context():
             start.wait(timeout=30)
             try:
-                auth.authenticate(owner.email, f"Guess-{n}", ip=STRANGER)
+                auth.authenticate(email, f"Guess-{n}", ip=STRANGER)
             except auth.AccountLocked:
                 return "locked"
             except AuthenticationFailed:
