@@ -65,3 +65,18 @@ def test_encryption_round_trip_and_rotation(make_app):
     app.config["ENCRYPTION_KEYS"] = [new]
     with pytest.raises(ValueError):
         decrypt(sealed)
+
+
+def test_sign_up_and_session_settings_from_the_environment(tmp_path):
+    from nudge.config import AUTH_RATE_LIMITS
+    from nudge.services.system_mail import sender
+    defaults = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path)})
+    assert defaults["SIGNUP"] == "first" and defaults["SESSION_MAX_HOURS"] == 12
+    assert defaults["AUTH_RATE_LIMITS"] == AUTH_RATE_LIMITS
+    assert sender(defaults) == ("no-reply@127.0.0.1", "NudgeCampaign")
+    config = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path), "NUDGE_SIGNUP": "Open", "NUDGE_SESSION_MAX_HOURS": "8",
+                          "NUDGE_MAIL_FROM": "Mail Robot <robot@mail.example.com>"})
+    assert config["SIGNUP"] == "open" and config["SESSION_MAX_HOURS"] == 8
+    assert sender(config) == ("robot@mail.example.com", "Mail Robot")
+    with pytest.raises(ValueError):
+        load_config({"NUDGE_INSTANCE_PATH": str(tmp_path), "NUDGE_SIGNUP": "everyone"})

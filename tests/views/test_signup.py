@@ -185,8 +185,9 @@ def test_the_api_answers_an_unconfirmed_account_with_the_error_envelope(make_app
     add_contacts(account, "zoe@example.com")
     campaign = ready_campaign(owner, account)
     api_client, secret = api_clients.create_api_client(owner, name="Zapier", scopes="campaigns:write")
-    token = client.post("/api/v1/oauth/token", data={"grant_type": "client_credentials", "client_id": api_client.client_id,
-                                                     "client_secret": secret}).get_json()["access_token"]
+    token = client.post("/api/v1/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": api_client.client_id, "client_secret": secret,
+    }).get_json()["access_token"]
     for path, body in (("send", None), ("send", {"scheduled_at": "2099-01-01T09:00"}),
                        ("test", {"emails": ["me@acme.example"]})):
         response = client.post(f"/api/v1/campaigns/{campaign.id}/{path}", json=body, headers=bearer(token))
