@@ -226,8 +226,9 @@ def delete_campaign(campaign_id):
            tags=TAGS, errors=STATUS_ERRORS,
            description="Without `scheduled_at` it starts sending now; with it, it is scheduled (a scheduled "
                        "campaign can be moved or sent now the same way). Refused with 400 while the readiness "
-                       "checklist has blocking items, and with 403 LIMIT_EXCEEDED when the recipients would go over "
-                       "the account's monthly email limit.")
+                       "checklist has blocking items, with 403 LIMIT_EXCEEDED when the recipients would go over "
+                       "the account's monthly email limit, and with 403 EMAIL_NOT_CONFIRMED while the account's "
+                       "owner has not confirmed the address it signed up with (open sign-up).")
 def send_campaign(campaign_id):
     body = _optional_body()
     unknown = [key for key in body if key != "scheduled_at"]
@@ -246,7 +247,8 @@ def send_campaign(campaign_id):
 @bp.post("/campaigns/<uuid:campaign_id>/test")
 @api_route("campaigns:write", summary="Send a test email", request=TEST_REQUEST, response=TEST_RESULT, tags=TAGS,
            description="The campaign as it is now, to up to 5 addresses, personalised for `contact_id` or a sample "
-                       "contact. Tests do not count against the monthly limit.")
+                       "contact. Tests do not count against the monthly limit. 403 EMAIL_NOT_CONFIRMED while the "
+                       "account's owner has not confirmed the address it signed up with (open sign-up).")
 def test_campaign(campaign_id):
     body = json_body()
     unknown = [key for key in body if key not in ("emails", "contact_id")]
