@@ -6,12 +6,14 @@ app context: the active one when there is one (tests, immediate mode), else the 
 import functools
 import logging
 import os
+import uuid
 
 from flask import current_app, has_app_context
 from huey import PriorityRedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
 from nudge.config import instance_path
+from nudge.services import signup
 
 log = logging.getLogger("nudge.tasks")
 
@@ -174,14 +176,10 @@ def _require_sent(result):
 @task(priority=PRIORITY_TRANSACTIONAL, retries=5, retry_delay=60)
 def mail_email_confirmation(account_id):
     """Mail the link that confirms an open sign-up's address (services/signup.py)."""
-    import uuid
-
-    from nudge.services import signup
     _require_sent(signup.send_confirmation(uuid.UUID(account_id)))
 
 
 @task(priority=PRIORITY_TRANSACTIONAL, retries=5, retry_delay=60)
 def mail_signup_notice(email):
     """Tell an existing user that someone tried to sign up with their address (open sign-up)."""
-    from nudge.services import signup
     _require_sent(signup.send_taken_notice(email))
