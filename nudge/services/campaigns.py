@@ -594,7 +594,9 @@ def readiness(campaign, account=None, recipients=None):
 
     def add(code, message, blocking=True):
         items.append({"code": code, "message": message, "blocking": blocking})
-    items += filter(None, [signup.readiness_item(account)])
+    unconfirmed = signup.readiness_item(account)  # open sign-up: the owner has not confirmed the address yet
+    if unconfirmed:
+        items.append(unconfirmed)
     if not (campaign.subject or "").strip():
         add("subject_missing", "The subject line is empty: write one in the campaign's details.")
     if not (campaign.from_email or "").strip():
