@@ -160,3 +160,14 @@ def start_due_campaigns():
     schedulers (several workers) never start one twice."""
     from nudge.services import campaigns
     return [str(campaign_id) for campaign_id in campaigns.start_due_campaigns()]
+
+
+@periodic_task(crontab(minute="17", hour="3"), priority=PRIORITY_HOUSEKEEPING)
+def recheck_sending_domains():
+    """Daily: look every sending domain up again; one whose ownership record is gone becomes unverified.
+    A lock keeps two schedulers (several workers) from checking the same domains at once."""
+    from nudge.services import sending_domains
+    with huey.lock_task("recheck-sending-domains"):
+        summary = sending_domains.recheck_domains()
+    log.info("sending domains re-checked: %s", summary)
+    return summary
