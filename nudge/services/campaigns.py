@@ -34,7 +34,7 @@ from nudge.services.segments import segment_condition
 from nudge.services.suppressions import suppressed
 from nudge.services.tags import normalize_tags
 from nudge.services.usage import account_zone as _zone
-from nudge.services.usage import check_monthly_limit, claim_test_sends, emails_used, month_start  # noqa: F401
+from nudge.services.usage import check_monthly_limit, claim_test_sends, emails_used  # noqa: F401 (emails_used: the views)
 from nudge.services.validation import as_uuid, normalize_email, optional_text, require_text, validate_fields
 
 log = logging.getLogger("nudge.campaigns")

@@ -32,7 +32,7 @@ from nudge.errors import Conflict, LimitExceeded, NotFound, ValidationError, fie
 from nudge.extensions import db
 from nudge.models import Account, SendingConfig, SendingDomain, VerifiedSender
 from nudge.models.types import utcnow
-from nudge.services import audit, permissions, security, system_mail
+from nudge.services import audit, permissions, security, system_mail, usage
 from nudge.services.validation import DNS_LABEL, as_uuid, hostname, normalize_email, validate_fields
 
 MAX_DOMAINS = 20
@@ -308,7 +308,9 @@ def set_domain_key(actor, domain_id, data, *, ip=None):
 
     def selector():
         if selector_text in (None, ""):
-            return new_selector() if new_selector() != row.dkim_selector else row.dkim_selector
+            fresh = new_selector()
+            # A new key never reuses the selector of the key it replaces (mail in transit still verifies).
+            return fresh if fresh != row.dkim_selector else f"nudge{utcnow():%Y%m%d%H%M%S}"
         if not isinstance(selector_text, str) or not DNS_LABEL.match(selector_text.strip().lower()):
             raise field_error("dkim_selector", "Enter a selector: letters, digits and hyphens, e.g. nudge or s2025.")
         return selector_text.strip().lower()
@@ -462,6 +464,8 @@ def add_sender(actor, email, *, ip=None):
     if count >= MAX_SENDERS:
         raise LimitExceeded(f"An account can have at most {MAX_SENDERS} single senders; verify a domain instead.",
                             [{"field": "email", "issue": f"At most {MAX_SENDERS}."}])
+    # A confirmation mail counts as a test email: removing and re-adding an address cannot mail it without end.
+    usage.claim_test_sends(db.session.get(Account, account_id), 1)
     row = VerifiedSender(account_id=account_id, email=address, requested_at=utcnow())
     db.session.add(row)
     db.session.flush()
@@ -482,6 +486,7 @@ def resend_confirmation(actor, sender_id):
         raise ValidationError("A confirmation link was mailed a moment ago; check the inbox (and spam folder) of "
                               f"{row.email}, or try again in a few minutes.",
                               [{"field": "email", "issue": "Mailed recently."}])
+    usage.claim_test_sends(db.session.get(Account, row.account_id), 1)
     row.requested_at = now
     db.session.commit()
     _mail_confirmation(row, db.session.get(Account, row.account_id).name)

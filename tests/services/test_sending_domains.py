@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from nudge.errors import Conflict, Forbidden, LimitExceeded, NotFound, ValidationError
+from nudge.errors import Conflict, Forbidden, LimitExceeded, NotFound, RateLimited, ValidationError
 from nudge.extensions import db
 from nudge.models import AuditLog, SendingDomain
 from nudge.models.types import utcnow
@@ -179,6 +179,9 @@ def test_a_domain_key_can_be_pasted_or_regenerated(make_account):
     assert sending_domains.dkim_record(row)[1].startswith("v=DKIM1; k=ed25519; p=")
     sending_domains.set_domain_key(owner, row.id, {"dkim_key_action": "generate"})
     assert row.dkim_selector != "ed1" and sending_domains.dkim_for(account.id, "a@shop.example")[2] != pem(key)
+    generated = row.dkim_selector
+    sending_domains.set_domain_key(owner, row.id, {"dkim_key_action": "generate"})
+    assert row.dkim_selector != generated      # a new key never takes over the old key's selector
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -265,6 +268,17 @@ def test_a_confirmation_link_expires_and_resending_is_throttled(make_account, mo
         sending_domains.add_sender(owner, "ANN@gmail.com")
 
 
+def test_confirmation_mails_count_against_the_hourly_test_cap(make_account, app, tmp_path):
+    app.config["TEST_SENDS_PER_HOUR"] = 2
+    account, owner = make_account()
+    for _ in range(2):
+        sender = sending_domains.add_sender(owner, "ann@gmail.com")
+        sending_domains.remove_sender(owner, sender.id)
+    with pytest.raises(RateLimited):
+        sending_domains.add_sender(owner, "ann@gmail.com")
+    assert len(outbox_mails(tmp_path)) == 2 and sending_domains.list_senders(owner) == []
+
+
 # --- Roles and tenants ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("role", ["marketer", "viewer"])
@@ -304,6 +318,13 @@ def shop(make_account):
     account, owner = make_account()
     add_contacts(account, "ann@example.org")
     return account, owner
+
+
+def test_the_settings_test_email_is_refused_from_an_unverified_default_sender(make_account, required):
+    account, owner = make_account(email="owner@shop.example")
+    with pytest.raises(ValidationError) as exc:
+        sending_settings.send_test_email(owner, account.id)
+    assert "from_email" in issues(exc)
 
 
 def test_an_unverified_from_is_refused_on_send_schedule_and_test_when_required(shop, required, monkeypatch,

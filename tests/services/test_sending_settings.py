@@ -1,5 +1,5 @@
-"""An account's sending settings: encrypted credentials, validation, DKIM keys, thresholds, and the provider
-chain and signing key the pipeline gets from them — with real sends to aiosmtpd and local API servers."""
+"""An account's sending settings: encrypted credentials, validation, thresholds, and the provider chain the
+pipeline gets from them — with real sends to aiosmtpd and local API servers."""
 import asyncio
 import json
 import os
@@ -12,11 +12,9 @@ import dkim
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from nudge.delivery import FailoverSender
-from nudge.delivery.message import OutgoingMessage, compose_message, dkim_sign, new_message_id
+from nudge.delivery.message import OutgoingMessage, compose_message, new_message_id
 from nudge.delivery.outbox import OutboxProvider
 from nudge.delivery.smtp import SMTPProvider
 from nudge.errors import Forbidden, NotFound, ValidationError
@@ -44,11 +42,6 @@ def stored_row(account_id):
     """The sending_configs row as the database holds it (raw columns, not through the model)."""
     db.session.expire_all()
     return db.session.execute(sa.text("SELECT * FROM sending_configs")).mappings().one()
-
-
-def pem(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 def dns_for(name, value):
