@@ -9,6 +9,8 @@ Each finding is {"status", "name", "found": [records], "expected": what to publi
 fails (timeout, SERVFAIL) is "error", never "missing": a resolver's bad minute must not unverify a domain.
 Flask-free, no database: the service stores what this returns.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import dns.exception
 import dns.nameserver
 import dns.resolver
@@ -83,9 +85,9 @@ def _lookup(resolver, name):
         return None, f"The lookup failed ({exc}); it is tried again later."
 
 
-def check_verify(resolver, domain, token):
+def _verify(domain, token, looked):
     expected = VERIFY_PREFIX + token
-    records, failed = _lookup(resolver, domain)
+    records, failed = looked
     if failed:
         return _finding(domain, [], "error", expected, failed)
     ours = [r for r in records if r.strip().startswith(VERIFY_PREFIX)]
@@ -96,11 +98,11 @@ def check_verify(resolver, domain, token):
     return _finding(domain, [], "missing", expected, "Publish this TXT record at the domain itself.")
 
 
-def check_spf(resolver, domain, includes=()):
+def _spf(domain, includes, looked):
     """SPF: exactly one v=spf1 record, naming the server's providers when they are known."""
     suggestion = "v=spf1 " + " ".join(f"include:{name}" for name in includes) + " ~all" if includes \
         else "v=spf1 mx ~all"
-    records, failed = _lookup(resolver, domain)
+    records, failed = looked
     if failed:
         return _finding(domain, [], "error", suggestion, failed)
     spf = [r for r in records if r.lower().split(" ", 1)[0] == "v=spf1"]
@@ -126,11 +128,10 @@ def _dkim_key(record):
     return ""
 
 
-def check_dkim(resolver, domain, selector, record):
-    name = f"{selector}._domainkey.{domain}"
+def _dkim(name, record, looked):
     if not record:
         return _finding(name, [], "missing", "", "This domain has no DKIM key yet.")
-    records, failed = _lookup(resolver, name)
+    records, failed = looked
     if failed:
         return _finding(name, [], "error", record, failed)
     dkim = [r for r in records if "p=" in r]
@@ -142,10 +143,9 @@ def check_dkim(resolver, domain, selector, record):
                                                  "one (or the mail fails DKIM checks).")
 
 
-def check_dmarc(resolver, domain):
-    name = f"_dmarc.{domain}"
+def _dmarc(name, domain, looked):
     suggestion = f"v=DMARC1; p=none; rua=mailto:dmarc@{domain}"
-    records, failed = _lookup(resolver, name)
+    records, failed = looked
     if failed:
         return _finding(name, [], "error", suggestion, failed)
     dmarc = [r for r in records if r.replace(" ", "").upper().startswith("V=DMARC1")]
@@ -158,8 +158,15 @@ def check_dmarc(resolver, domain):
 
 
 def check_domain(resolver, domain, *, token, selector, dkim_record, spf_includes=()):
-    """{"verify", "spf", "dkim", "dmarc"}: what each lookup found and what to publish."""
-    return {"verify": check_verify(resolver, domain, token),
-            "spf": check_spf(resolver, domain, spf_includes),
-            "dkim": check_dkim(resolver, domain, selector, dkim_record),
-            "dmarc": check_dmarc(resolver, domain)}
+    """{"verify", "spf", "dkim", "dmarc"}: what each lookup found and what to publish.
+
+    The three names are looked up at once, so a check takes one lookup's time (at most the resolver's
+    lifetime) however many answers are slow."""
+    dkim_name, dmarc_name = f"{selector}._domainkey.{domain}", f"_dmarc.{domain}"
+    names = [domain, dkim_name, dmarc_name]
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        looked = dict(zip(names, pool.map(lambda name: _lookup(resolver, name), names)))
+    return {"verify": _verify(domain, token, looked[domain]),
+            "spf": _spf(domain, spf_includes, looked[domain]),
+            "dkim": _dkim(dkim_name, dkim_record, looked[dkim_name]),
+            "dmarc": _dmarc(dmarc_name, domain, looked[dmarc_name])}

@@ -45,8 +45,9 @@ def test_test_sends_beyond_the_hourly_cap_are_429_with_retry_after(client, make_
     headers = bearer(api_token(account, "campaigns:write"))
     campaign_id = client.post("/api/v1/campaigns", json=ready_payload(from_email="news@shop.example"),
                               headers=headers).get_json()["data"]["id"]
-    ok = client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"emails": ["a@x.example", "b@x.example",
-                                                                             "c@x.example"]}, headers=headers)
+    # The sender's confirmation mail was the first of the hour's three test emails.
+    ok = client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"emails": ["a@x.example", "b@x.example"]},
+                     headers=headers)
     assert ok.status_code == 200
     refused = client.post(f"/api/v1/campaigns/{campaign_id}/test", json={"emails": ["d@x.example"]}, headers=headers)
     assert refused.status_code == 429

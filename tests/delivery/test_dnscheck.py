@@ -31,5 +31,7 @@ def test_a_silent_server_fails_within_the_timeout():
         resolver = dnscheck.make_resolver([silent.getsockname()], timeout=0.5)
         with pytest.raises(dnscheck.LookupFailed):
             dnscheck.txt_records(resolver, "shop.example")
-        found = dnscheck.check_verify(resolver, "shop.example", "abc")
-    assert found["status"] == "error" and found["expected"] == "nudge-verify=abc"
+        found = dnscheck.check_domain(resolver, "shop.example", token="abc", selector="s1", dkim_record="v=DKIM1; p=x")
+    assert {name: check["status"] for name, check in found.items()} == {
+        "verify": "error", "spf": "error", "dkim": "error", "dmarc": "error"}
+    assert found["verify"]["expected"] == "nudge-verify=abc"
