@@ -152,6 +152,11 @@ def _after_change(message, **extra):
     return redirect(url_for(".index") + "#sending-domains", 303)
 
 
+def _errors_on(field, exc):
+    """{field: message} of a refused add: a ValidationError's own fields, else the message on the field."""
+    return field_errors(exc) if isinstance(exc, ValidationError) else {field: exc.message}
+
+
 def _refused(exc, **extra):
     db.session.rollback()
     if not htmx:
@@ -168,8 +173,7 @@ def add_domain():
     try:
         row = sending_domains.add_domain(current_user, name, ip=client_ip())
     except DomainError as exc:
-        return _refused(exc, domain_errors=field_errors(exc) if isinstance(exc, ValidationError)
-                        else {"domain": exc.message}, domain_values={"domain": name})
+        return _refused(exc, domain_errors=_errors_on("domain", exc), domain_values={"domain": name})
     return _after_change(f"{row.domain} added: publish its records, then check it", opened=str(row.id))
 
 
@@ -222,8 +226,7 @@ def add_sender():
     try:
         row = sending_domains.add_sender(current_user, email, ip=client_ip())
     except DomainError as exc:
-        return _refused(exc, sender_errors=field_errors(exc) if isinstance(exc, ValidationError)
-                        else {"email": exc.message}, sender_values={"email": email})
+        return _refused(exc, sender_errors=_errors_on("email", exc), sender_values={"email": email})
     return _after_change(f"A confirmation link was mailed to {row.email}")
 
 

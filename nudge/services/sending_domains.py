@@ -227,21 +227,29 @@ def _scoped(actor, permission):
     return actor.account_id
 
 
+def _rows(actor, model, order_by):
+    """The actor's account's rows of a model (domains or senders), after the read permission check."""
+    account_id = _scoped(actor, "sending:read")
+    return db.session.scalars(sa.select(model).where(model.account_id == account_id).order_by(order_by)).all()
+
+
+def _row(actor, model, row_id, permission, missing):
+    """One row of the actor's account; NotFound(missing) for another account's or a junk id."""
+    account_id = _scoped(actor, permission)
+    uid = as_uuid(row_id)
+    row = db.session.scalar(sa.select(model).where(model.account_id == account_id, model.id == uid)) if uid else None
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
 def list_domains(actor):
     """The account's sending domains, by name."""
-    account_id = _scoped(actor, "sending:read")
-    return db.session.scalars(sa.select(SendingDomain).where(SendingDomain.account_id == account_id)
-                              .order_by(SendingDomain.domain)).all()
+    return _rows(actor, SendingDomain, SendingDomain.domain)
 
 
 def get_domain(actor, domain_id, permission="sending:read"):
-    account_id = _scoped(actor, permission)
-    uid = as_uuid(domain_id)
-    row = db.session.scalar(sa.select(SendingDomain).where(SendingDomain.account_id == account_id,
-                                                           SendingDomain.id == uid)) if uid else None
-    if row is None:
-        raise NotFound("No such sending domain.")
-    return row
+    return _row(actor, SendingDomain, domain_id, permission, "No such sending domain.")
 
 
 def clean_domain(value):
@@ -412,19 +420,11 @@ def _serializer():
 
 
 def list_senders(actor):
-    account_id = _scoped(actor, "sending:read")
-    return db.session.scalars(sa.select(VerifiedSender).where(VerifiedSender.account_id == account_id)
-                              .order_by(VerifiedSender.email)).all()
+    return _rows(actor, VerifiedSender, VerifiedSender.email)
 
 
 def get_sender(actor, sender_id, permission="sending:read"):
-    account_id = _scoped(actor, permission)
-    uid = as_uuid(sender_id)
-    row = db.session.scalar(sa.select(VerifiedSender).where(VerifiedSender.account_id == account_id,
-                                                            VerifiedSender.id == uid)) if uid else None
-    if row is None:
-        raise NotFound("No such sender.")
-    return row
+    return _row(actor, VerifiedSender, sender_id, permission, "No such sender.")
 
 
 def confirm_link(row):
