@@ -403,3 +403,20 @@ def test_reply_to_is_not_restricted(shop, required, dns_zone, monkeypatch):
     sending_domains.check_domain(owner, row.id)
     campaign = ready_campaign(owner, account, from_email="news@shop.example", reply_to="someone@gmail.com")
     assert campaigns.send_now(owner, campaign.id).status == "sending"
+
+
+def test_a_scheduled_campaign_whose_domain_lost_its_verification_fails_with_the_reason(shop, required, dns_zone,
+                                                                                         monkeypatch):
+    account, owner = shop
+    pipeline = fake_pipeline(monkeypatch)
+    row = sending_domains.add_domain(owner, "shop.example")
+    publish_all(dns_zone, row)
+    sending_domains.check_domain(owner, row.id)
+    campaign = ready_campaign(owner, account, from_email="news@shop.example")
+    campaigns.schedule(owner, campaign.id, "2099-01-01T09:00")
+    dns_zone.withdraw("shop.example")
+    sending_domains.recheck_domains(now=utcnow() + dt.timedelta(days=1))
+    assert campaigns.start_due_campaigns(now=dt.datetime(2099, 1, 2)) == []
+    failed = campaigns.get_campaign(account.id, campaign.id)
+    assert failed.status == "failed" and "not a verified sender" in failed.paused_reason
+    assert pipeline.calls == []
