@@ -5,6 +5,7 @@ import secrets
 
 from flask.sansio.scaffold import find_package
 
+from nudge.delivery.dnscheck import parse_nameservers
 from nudge.delivery.ratelimit import parse_rate_limits
 from nudge.delivery.selection import DEFAULT_BULK, DEFAULT_BULK_THRESHOLD, DEFAULT_SMALL, parse_provider_list
 
@@ -146,7 +147,7 @@ def load_config(environ=None):
         "SIGNUP": parse_signup_mode(environ.get("NUDGE_SIGNUP")),
         # How long the link that confirms a signing-up owner's email address works (NUDGE_SIGNUP=open).
         "EMAIL_CONFIRMATION_HOURS": 48,
-        # The sender of the server's own mail (address confirmations, sign-up notices).
+        # The sender of the server's own mail (address and sender confirmations, sign-up notices).
         "MAIL_FROM": environ.get("NUDGE_MAIL_FROM") or None,
         # Sessions: 30 minutes idle (spec section 5); refreshed on every request. A session ends after
         # SESSION_MAX_HOURS whatever the activity (a stolen cookie does not live for ever).
@@ -199,4 +200,11 @@ def load_config(environ=None):
         "PROVIDERS_SMALL": parse_provider_list(environ.get("NUDGE_PROVIDERS_SMALL"), DEFAULT_SMALL),
         "PROVIDERS_BULK": parse_provider_list(environ.get("NUDGE_PROVIDERS_BULK"), DEFAULT_BULK),
         "DOMAIN_RATE_LIMITS": parse_rate_limits(environ.get("NUDGE_DOMAIN_RATE_LIMITS")),
+        # Sending domains (services/sending_domains.py): From addresses through the server's providers must be
+        # on a verified domain or verified one by one; always so when NUDGE_SIGNUP=open.
+        "REQUIRE_VERIFIED_DOMAINS": env_flag(environ.get("NUDGE_REQUIRE_VERIFIED_DOMAINS"), False),
+        "DNS_NAMESERVERS": parse_nameservers(environ.get("NUDGE_DNS_NAMESERVERS")),
+        "DNS_TIMEOUT": float(environ.get("NUDGE_DNS_TIMEOUT") or 5),
+        # Test emails an account may send an hour (campaign tests and the settings' test email together).
+        "TEST_SENDS_PER_HOUR": int(environ.get("NUDGE_TEST_SENDS_PER_HOUR") or 50),
     }

@@ -36,9 +36,12 @@ def init_app(app):
     @app.errorhandler(DomainError)
     def domain_error(exc):
         db.session.rollback()
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
         if wants_json():
-            return error_response(exc.status, exc.message, exc.details, code=exc.code)
-        return error_page(exc.status, exc.message)
+            return error_response(exc.status, exc.message, exc.details, code=exc.code, headers=headers)
+        body, status = error_page(exc.status, exc.message)
+        return body, status, headers or {}
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):

@@ -47,6 +47,16 @@ class LimitExceeded(DomainError):
     status = 403
 
 
+class RateLimited(DomainError):
+    """Too many of something in a window; retry_after: seconds until one is freed (the Retry-After header)."""
+    code = "RATE_LIMITED"
+    status = 429
+
+    def __init__(self, message, details=None, retry_after=60):
+        super().__init__(message, details)
+        self.retry_after = max(1, int(retry_after))
+
+
 class AuthenticationFailed(DomainError):
     code = "UNAUTHORIZED"
     status = 401

@@ -183,3 +183,12 @@ def mail_email_confirmation(account_id):
 def mail_signup_notice(email):
     """Tell an existing user that someone tried to sign up with their address (open sign-up)."""
     _require_sent(signup.send_taken_notice(email))
+@periodic_task(crontab(minute="17", hour="3"), priority=PRIORITY_HOUSEKEEPING)
+def recheck_sending_domains():
+    """Daily: look every sending domain up again; one whose ownership record is gone becomes unverified.
+    A lock keeps two schedulers (several workers) from checking the same domains at once."""
+    from nudge.services import sending_domains
+    with huey.lock_task("recheck-sending-domains"):
+        summary = sending_domains.recheck_domains()
+    log.info("sending domains re-checked: %s", summary)
+    return summary

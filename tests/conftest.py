@@ -43,6 +43,10 @@ def config_for_tests(**overrides):
         # The login fixture signs the same user in several times within one 30-second TOTP step.
         "MFA_REJECT_REUSED_CODES": False,
         "SERVER_NAME": None,
+        # No test may query the internet: lookups go to a closed loopback port unless a test runs its own
+        # DNS server (the dns_zone / dns_app fixtures).
+        "DNS_NAMESERVERS": [("127.0.0.1", 9)],
+        "DNS_TIMEOUT": 1.0,
     }
     config.update(overrides)
     return config
@@ -196,3 +200,61 @@ def login():
         assert response.status_code == 302, response.get_data(as_text=True)[:500]
         return response
     return do_login
+
+
+class TxtZone:
+    """A dnslib resolver answering TXT queries from a dict the test edits: {name: [strings]}; other names
+    NXDOMAIN; names in `failing` SERVFAIL. Thread-safe enough for dnslib's UDP thread (dict swaps)."""
+
+    def __init__(self):
+        self.records = {}
+        self.failing = set()
+        self.queries = []
+
+    def publish(self, name, *values):
+        self.records[name.rstrip(".").lower()] = list(values)
+
+    def withdraw(self, name):
+        self.records.pop(name.rstrip(".").lower(), None)
+
+    def resolve(self, request, handler):
+        from dnslib import QTYPE, RCODE, RR, TXT
+        reply = request.reply()
+        qname = str(request.q.qname).rstrip(".").lower()
+        self.queries.append(qname)
+        if qname in self.failing:
+            reply.header.rcode = RCODE.SERVFAIL
+        elif qname not in self.records:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype in (QTYPE.TXT, QTYPE.ANY):
+            for value in self.records[qname]:
+                # Long values (DKIM keys) are split into 255-byte strings, as DNS hosts publish them.
+                chunks = [value[i:i + 255].encode() for i in range(0, len(value), 255)] or [b""]
+                reply.add_answer(RR(request.q.qname, QTYPE.TXT, rdata=TXT(chunks), ttl=60))
+        return reply
+
+
+@pytest.fixture
+def dns_zone():
+    """A DNS server on 127.0.0.1 (a free UDP port) serving a TxtZone: zone.port, zone.publish(name, value)."""
+    import socket
+
+    from dnslib.server import DNSLogger, DNSServer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    zone = TxtZone()
+    server = DNSServer(zone, port=port, address="127.0.0.1", logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"))
+    server.start_thread()
+    zone.port = port
+    yield zone
+    server.stop()
+    server.server.server_close()
+
+
+@pytest.fixture
+def dns_app(make_app, dns_zone):
+    """make_app with every DNS lookup sent to the test's own DNS server (nothing reaches the internet)."""
+    def factory(**overrides):
+        return make_app(DNS_NAMESERVERS=[("127.0.0.1", dns_zone.port)], DNS_TIMEOUT=2.0, **overrides)
+    return factory

@@ -73,7 +73,7 @@ def test_sign_up_and_session_settings_from_the_environment(tmp_path):
     defaults = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path)})
     assert defaults["SIGNUP"] == "first" and defaults["SESSION_MAX_HOURS"] == 12
     assert defaults["AUTH_RATE_LIMITS"] == AUTH_RATE_LIMITS
-    assert sender(defaults) == ("no-reply@127.0.0.1", "NudgeCampaign")
+    assert sender(defaults) == ("no-reply@localhost", "NudgeCampaign")
     config = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path), "NUDGE_SIGNUP": "Open", "NUDGE_SESSION_MAX_HOURS": "8",
                           "NUDGE_MAIL_FROM": "Mail Robot <robot@mail.example.com>"})
     assert config["SIGNUP"] == "open" and config["SESSION_MAX_HOURS"] == 8

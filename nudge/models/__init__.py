@@ -5,6 +5,7 @@ from nudge.models.automations import Automation, AutomationInstance, AutomationS
 from nudge.models.campaigns import MESSAGE_STATUSES, Campaign, EmailEvent, Message, SendingConfig
 from nudge.models.contacts import (CONTACT_STATUSES, CUSTOM_FIELD_TYPES, SUPPRESSION_REASONS, Contact, ContactTag,
                                    ContactValue, CustomField, Import, ImportError_, Segment, SegmentMember, Suppression)
+from nudge.models.sending import SendingDomain, TestSend, VerifiedSender
 from nudge.models.templates import TEMPLATE_FORMATS, Template, TemplateVersion, Upload
 
 __all__ = [
@@ -13,5 +14,5 @@ __all__ = [
     "AutomationStep", "Campaign", "EmailEvent", "MESSAGE_STATUSES", "Message", "SendingConfig", "Contact", "Segment", "Template", "TemplateVersion", "TEMPLATE_FORMATS", "Upload",
     "CONTACT_STATUSES", "CUSTOM_FIELD_TYPES", "SUPPRESSION_REASONS", "ContactTag", "ContactValue", "CustomField",
     "Import", "ImportError_",
-    "SegmentMember", "Suppression",
+    "SegmentMember", "Suppression", "SendingDomain", "TestSend", "VerifiedSender",
 ]

@@ -102,17 +102,14 @@ class EmailEvent(db.Model):
 
 
 class SendingConfig(db.Model):
-    """An account's own sending settings: a provider with its credentials (encrypted, AES-256-GCM), a DKIM key
-    for its sending domain, and the thresholds that pause a campaign automatically."""
+    """An account's own sending settings: a provider with its credentials (encrypted, AES-256-GCM) and the
+    thresholds that pause a campaign automatically (DKIM keys belong to its sending domains)."""
     __tablename__ = "sending_configs"
     __table_args__ = (sa.UniqueConstraint("account_id", name="uq_sending_configs_account_id"),)
     id = id_column()
     account_id = account_fk()
     provider = sa.Column(sa.String(20))              # None: the server's providers (NUDGE_* settings)
     credentials_encrypted = sa.Column(sa.Text)       # JSON of the provider's settings, encrypted
-    dkim_domain = sa.Column(sa.String(255))
-    dkim_selector = sa.Column(sa.String(63))
-    dkim_key_encrypted = sa.Column(sa.Text)
     pause_bounce_rate = sa.Column(sa.Float)          # e.g. 0.05: pause when over 5 % of the last sends bounced
     pause_failure_rate = sa.Column(sa.Float)
     updated_at = updated_column()

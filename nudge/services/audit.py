@@ -12,7 +12,8 @@ ACTIONS = (
     "password.changed", "account.created", "account.updated", "account.email_confirmed", "signup.email_taken",
     "team.invited", "team.invitation_revoked", "team.joined", "team.role_changed", "team.removed",
     "api_client.created", "api_client.revoked",
-    "sending.updated",
+    "sending.updated", "sending_domain.added", "sending_domain.removed", "sending_domain.verified",
+    "sending_domain.unverified", "sending_domain.key_changed", "sender.added", "sender.confirmed", "sender.removed",
     "contact.exported",
     "campaign.sent", "campaign.scheduled", "campaign.cancelled", "campaign.deleted",
 )

@@ -19,7 +19,6 @@ click racing the scheduler never start a campaign twice.
 import datetime as dt
 import logging
 import uuid
-import zoneinfo
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -29,11 +28,13 @@ from nudge.errors import Conflict, LimitExceeded, NotFound, ValidationError, fie
 from nudge.extensions import db
 from nudge.models import Account, Campaign, Contact, Message, Segment, Template, TemplateVersion
 from nudge.models.types import utcnow
-from nudge.services import audit, permissions, rendering, signup, templates
+from nudge.services import audit, permissions, rendering, sending_domains, signup, templates
 from nudge.services.dialect import is_postgres, tags_contain_any
 from nudge.services.segments import segment_condition
 from nudge.services.suppressions import suppressed
 from nudge.services.tags import normalize_tags
+from nudge.services.usage import account_zone as _zone
+from nudge.services.usage import check_monthly_limit, claim_test_sends, emails_used  # noqa: F401 (emails_used: the views)
 from nudge.services.validation import as_uuid, normalize_email, optional_text, require_text, validate_fields
 
 log = logging.getLogger("nudge.campaigns")
@@ -66,13 +67,6 @@ def _pipeline():
 
 def _account(account_id):
     return db.session.get(Account, account_id)
-
-
-def _zone(account):
-    try:
-        return zoneinfo.ZoneInfo(account.timezone or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return zoneinfo.ZoneInfo("UTC")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -577,7 +571,8 @@ def duplicate_campaign(actor, campaign_id):
 # --------------------------------------------------------------------------------------------------
 # Readiness
 
-FIX_FIELDS = {"subject_missing": "subject", "from_email_missing": "from_email", "audience_empty": "audience",
+FIX_FIELDS = {"subject_missing": "subject", "from_email_missing": "from_email", "from_email_unverified": "from_email",
+              "audience_empty": "audience",
               "segment_missing": "audience", "content_missing": "content", "unsubscribe_missing": "content",
               "postal_address_missing": "content", "account_postal_address_missing": "account.postal_address",
               "no_recipients": "audience", signup.EMAIL_UNCONFIRMED_CODE: "account.email"}
@@ -601,6 +596,10 @@ def readiness(campaign, account=None, recipients=None):
         add("subject_missing", "The subject line is empty: write one in the campaign's details.")
     if not (campaign.from_email or "").strip():
         add("from_email_missing", "The from address is empty: set it in the campaign's details.")
+    else:
+        unverified = sending_domains.from_problem(campaign.account_id, campaign.from_email)
+        if unverified:
+            add("from_email_unverified", unverified[1], blocking=unverified[0])
     if audience_is_empty(campaign.audience):
         add("audience_empty", "Nobody is chosen to receive it: choose all contacts, segments or tags.")
     elif missing_segments(campaign.account_id, campaign.audience):
@@ -626,50 +625,6 @@ def _require_ready(campaign, account, recipients):
         raise ValidationError("This campaign cannot be sent yet: " + blocking[0]["message"],
                               [{"field": FIX_FIELDS.get(item["code"], "content"), "issue": item["message"]}
                                for item in blocking])
-
-
-# --------------------------------------------------------------------------------------------------
-# The monthly limit
-
-def month_start(account, when):
-    """The first instant (naive UTC) of the calendar month, in the account's time zone, containing when."""
-    zone = _zone(account)
-    local = when.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-    first = dt.datetime(local.year, local.month, 1, tzinfo=zone)
-    return first.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
-def _next_month_start(account, when):
-    zone = _zone(account)
-    local = when.replace(tzinfo=dt.timezone.utc).astimezone(zone)
-    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
-    return dt.datetime(year, month, 1, tzinfo=zone).astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
-def emails_used(account, when=None):
-    """Emails counted against the monthly limit in the month containing when: the recipients of campaigns
-    started that month (only what was sent, for campaigns cancelled or failed part-way)."""
-    when = when or utcnow()
-    counted = sa.case((Campaign.status.in_(("cancelled", "failed")), Campaign.sent_count),
-                      else_=Campaign.recipient_count)
-    return db.session.scalar(sa.select(sa.func.coalesce(sa.func.sum(counted), 0)).where(
-        Campaign.account_id == account.id, Campaign.started_at >= month_start(account, when),
-        Campaign.started_at < _next_month_start(account, when))) or 0
-
-
-def check_monthly_limit(account, recipients, when=None):
-    """LimitExceeded when recipients more emails would go over the account's monthly email limit."""
-    limit = account.monthly_email_limit
-    if limit is None:
-        return
-    used = emails_used(account, when)
-    if used + recipients > limit:
-        left = max(limit - used, 0)
-        raise LimitExceeded(
-            f"This campaign has {recipients:,} recipients, but your plan allows {limit:,} emails a month and "
-            f"{used:,} of {limit:,} are used this month ({left:,} left). Choose a smaller audience, wait for "
-            "next month, or move to a larger plan.",
-            [{"field": "audience", "issue": f"{recipients:,} recipients; {left:,} emails left this month."}])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -883,6 +838,8 @@ def send_test(actor, campaign_id, emails, contact_id=None):
         raise field_error("content", "There is no content to test yet: choose a design first.")
     if not campaign.from_email:
         raise field_error("from_email", "Set the from address first.")
+    sending_domains.require_sendable_from(campaign.account_id, campaign.from_email)
+    claim_test_sends(_account(campaign.account_id), len(clean))
     return _pipeline().send_test(actor, campaign.id, clean, contact_id=contact.id if contact else None)
 
 

@@ -24,7 +24,7 @@ from nudge.errors import NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import Account, Campaign, Contact, EmailEvent, Message
 from nudge.models.types import utcnow
-from nudge.services import bounces, rendering, sending_settings, tracking
+from nudge.services import bounces, rendering, sending_domains, sending_settings, tracking
 from nudge.services.dialect import insert as dialect_insert
 from nudge.services.dialect import is_postgres, new_uuid_sql
 
@@ -613,7 +613,7 @@ class CampaignContent:
         self.account_key = str(campaign.account_id)
         self.skeleton = compose_skeleton(from_email=campaign.from_email, from_name=campaign.from_name,
                                          reply_to=campaign.reply_to)
-        self.dkim = sending_settings.dkim_for(campaign.account_id, campaign.from_email)
+        self.dkim = sending_domains.dkim_for(campaign.account_id, campaign.from_email)
         self.tracking_key = tracking.signing_key()
 
     def raw(self, outgoing):
@@ -701,15 +701,16 @@ def connections_per_thread():
     return max(1, int(current_app.config.get("SEND_CONNECTIONS") or CONNECTIONS_PER_THREAD))
 
 
-def sender_for(account_id, size, slot=0):
+def sender_for(account_id, size, slot=0, from_email=None):
     """This thread's failover sender number `slot` for an account's provider chain — its own provider
-    (Settings → Sending) first, then the server's — kept open across tasks until the settings change."""
+    (Settings → Sending) first, then the server's (unless from_email may not use them, sending_domains) —
+    kept open across tasks until the settings change."""
     from nudge.delivery import selection
     from nudge.models import SendingConfig
     from nudge.services import sending_settings
     config = current_app.config
     changed = db.session.scalar(sa.select(SendingConfig.updated_at).where(SendingConfig.account_id == account_id))
-    names, factory = sending_settings.account_providers(account_id, "marketing", size, config)
+    names, factory = sending_settings.account_providers(account_id, "marketing", size, config, from_email=from_email)
     key = (account_id, slot, changed, tuple(names)) + tuple(config.get(name) for name in PROVIDER_SETTINGS)
     senders = getattr(_local, "senders", None)
     if senders is None:
@@ -722,14 +723,15 @@ def sender_for(account_id, size, slot=0):
     return sender
 
 
-def _senders(account_id, recipients):
+def _senders(account_id, recipients, from_email=None):
     """This thread's senders, one per connection of a wave: connections_per_thread() of them when the
     account's first provider overlaps its connections' round trips (SMTP), else one (an HTTP API is called
     one message at a time either way, and a wave would only leave more results unrecorded at a time)."""
-    first = sender_for(account_id, recipients, 0)
+    first = sender_for(account_id, recipients, 0, from_email)
     if not first.overlaps_connections:
         return [first]
-    return [first] + [sender_for(account_id, recipients, slot) for slot in range(1, connections_per_thread())]
+    return [first] + [sender_for(account_id, recipients, slot, from_email)
+                      for slot in range(1, connections_per_thread())]
 
 
 def _status(campaign_id):
@@ -754,7 +756,7 @@ def _deliver(campaign_id, seconds, recorder, bookkeeper):
     deadline = time.monotonic() + seconds
     content = campaign_content(campaign_id)
     recipients = db.session.scalar(sa.select(Campaign.recipient_count).where(Campaign.id == campaign_id)) or 0
-    senders = _senders(content.account_id, recipients)
+    senders = _senders(content.account_id, recipients, content.from_email)
     heartbeat_seconds = claim_timeout().total_seconds() / 4
     limiter = domain_limiter()
     streak = [0]        # consecutive transient failures
@@ -1056,9 +1058,10 @@ def send_test(actor, campaign_id, emails, contact_id=None):
     subject = "[Test] " + " ".join(rendering.TEXT_ENV.from_string(campaign.subject or "").render(context).split())
     skeleton = compose_skeleton(from_email=campaign.from_email, from_name=campaign.from_name,
                                 reply_to=campaign.reply_to)
-    names, factory = sending_settings.account_providers(campaign.account_id, "test", 1, current_app.config)
+    names, factory = sending_settings.account_providers(campaign.account_id, "test", 1, current_app.config,
+                                                         from_email=campaign.from_email)
     sender = selection.FailoverSender(names, factory)
-    dkim = sending_settings.dkim_for(campaign.account_id, campaign.from_email)
+    dkim = sending_domains.dkim_for(campaign.account_id, campaign.from_email)
     results = []
     try:
         for email in emails:

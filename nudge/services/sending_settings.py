@@ -1,12 +1,13 @@
-"""An account's own sending settings: its email provider and credentials, its DKIM key, its auto-pause thresholds.
+"""An account's own sending settings: its email provider and credentials, its auto-pause thresholds.
 
-Secrets (the SMTP password, the SES secret access key, the SendGrid API key, the DKIM private key) are stored
+Secrets (the SMTP password, the SES secret access key, the SendGrid API key) are stored
 encrypted with security.encrypt (AES-256-GCM) and leave this module only to build a provider or to sign:
 describe() gives the page everything else, and says which secrets are saved without ever returning them. A
 blank secret field keeps the saved one.
 
 The pipeline asks account_providers() for its provider chain (the account's own provider first, then the
-server's as failover) and dkim_for() for the key to sign with.
+server's as failover; only its own when the From is not verified where verification is required). DKIM
+keys belong to the account's sending domains (services/sending_domains.py).
 """
 import ipaddress
 import json
@@ -20,14 +21,13 @@ from cryptography.exceptions import InvalidTag
 from flask import current_app
 
 from nudge.delivery import selection
-from nudge.delivery.message import InvalidAddress, ascii_domain, dkim_public_record
 from nudge.delivery.ses import SESProvider
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Account, SendingConfig
-from nudge.services import audit, permissions, security
+from nudge.services import audit, permissions, security, sending_domains, usage
 from nudge.services.dialect import insert as dialect_insert
-from nudge.services.validation import check_choice, optional_text, validate_fields
+from nudge.services.validation import check_choice, hostname, optional_text, validate_fields
 
 PROVIDERS = ("", "smtp", "ses", "sendgrid")
 PROVIDER_LABELS = {"": "The server's providers", "smtp": "SMTP relay", "ses": "Amazon SES", "sendgrid": "SendGrid",
@@ -41,18 +41,13 @@ PROVIDER_FIELDS = {
     "sendgrid": {"sendgrid_api_key": "api_key"},
 }
 SECRET_FIELDS = ("smtp_password", "ses_secret_access_key", "sendgrid_api_key")
-DKIM_FIELDS = ("dkim_domain", "dkim_selector", "dkim_private_key", "dkim_key_action")
 PAUSE_FIELDS = ("pause_bounce_rate", "pause_failure_rate")
-FORM_FIELDS = ("provider",) + tuple(f for fields in PROVIDER_FIELDS.values() for f in fields) + DKIM_FIELDS + PAUSE_FIELDS
+FORM_FIELDS = ("provider",) + tuple(f for fields in PROVIDER_FIELDS.values() for f in fields) + PAUSE_FIELDS
 
 SMTP_TLS_MODES = ("starttls", "ssl", "none")
 SMTP_DEFAULT_PORTS = {"none": 25, "ssl": 465, "starttls": 587}
-DKIM_GENERATED_BITS = 2048
-DKIM_RSA_BITS = (1024, 4096)
-MAX_PEM_LENGTH = 20_000
 MIN_PAUSE_PERCENT, MAX_PAUSE_PERCENT = 0.1, 100.0
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SES_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
 _AWS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
 _NO_SPACE = re.compile(r"^\S+$")
@@ -63,7 +58,7 @@ _SENDGRID_KEY = re.compile(r"^SG\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 # Reading
 
 def get_settings(account_id):
-    """The account's SendingConfig, or an unsaved one with the defaults (server providers, no DKIM)."""
+    """The account's SendingConfig, or an unsaved one with the defaults (server providers)."""
     row = db.session.scalar(sa.select(SendingConfig).where(SendingConfig.account_id == account_id))
     return row if row is not None else SendingConfig(account_id=account_id, provider=None)
 
@@ -78,18 +73,8 @@ def _decrypt_json(token):
         return None
 
 
-def _decrypt_text(token):
-    """The decrypted text, or None (as _decrypt_json)."""
-    if not token:
-        return None
-    try:
-        return security.decrypt(token)
-    except (ValueError, InvalidTag):
-        return None
-
-
 def describe(settings):
-    """What the page may show: the provider, its non-secret fields, which secrets are saved, DKIM and thresholds.
+    """What the page may show: the provider, its non-secret fields, which secrets are saved, and thresholds.
 
     Never contains a secret: secret fields appear only in `saved_secrets` (their names)."""
     provider = settings.provider or ""
@@ -103,18 +88,13 @@ def describe(settings):
                 saved.add(field)
         else:
             values[field] = "" if value is None else str(value)
-    key_pem = _decrypt_text(settings.dkim_key_encrypted)
-    values.update({"dkim_domain": settings.dkim_domain or "", "dkim_selector": settings.dkim_selector or "",
-                   "pause_bounce_rate": percent_text(settings.pause_bounce_rate),
+    values.update({"pause_bounce_rate": percent_text(settings.pause_bounce_rate),
                    "pause_failure_rate": percent_text(settings.pause_failure_rate)})
     return {
         "provider": provider,
         "fields": values,
         "saved_secrets": saved,
         "credentials_unreadable": bool(provider and credentials is None),
-        "dkim_key": key_description(key_pem) if key_pem else None,
-        "dkim_key_unreadable": bool(settings.dkim_key_encrypted and key_pem is None),
-        "dns_record": dns_record(settings, key_pem),
         "updated_at": settings.updated_at,
     }
 
@@ -124,22 +104,6 @@ def percent_text(fraction):
     if fraction is None:
         return ""
     return f"{fraction * 100:.2f}".rstrip("0").rstrip(".")
-
-
-def key_description(private_key_pem):
-    """"RSA 2048-bit" or "Ed25519" for a PEM private key."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    key = _load_pem(private_key_pem)
-    return f"RSA {key.key_size}-bit" if isinstance(key, rsa.RSAPrivateKey) else "Ed25519"
-
-
-def dns_record(settings, private_key_pem=None):
-    """(name, value) of the DKIM TXT record to publish: "<selector>._domainkey.<domain>" and "v=DKIM1; k=…; p=…";
-    None when the account has no DKIM key."""
-    pem = private_key_pem or _decrypt_text(settings.dkim_key_encrypted)
-    if not (pem and settings.dkim_domain and settings.dkim_selector):
-        return None
-    return f"{settings.dkim_selector}._domainkey.{settings.dkim_domain}", dkim_public_record(pem)
 
 
 def default_thresholds():
@@ -188,7 +152,7 @@ def server_orders(config):
 # Changing
 
 def update_settings(actor, account_id, data, *, ip=None):
-    """Change the sections present in data: provider (+ its fields), DKIM (dkim_*), thresholds (pause_*).
+    """Change the sections present in data: provider (+ its fields), thresholds (pause_*).
 
     Raises ValidationError with every field's problem; audit-logs "sending.updated" with the changed field
     names (never a value of a secret). Returns the saved SendingConfig."""
@@ -202,8 +166,6 @@ def update_settings(actor, account_id, data, *, ip=None):
     checks = {}
     if "provider" in data:
         checks["provider"] = lambda: _clean_provider(data, current)
-    if any(field in data for field in DKIM_FIELDS):
-        checks["dkim"] = lambda: _clean_dkim(data, current)
     if any(field in data for field in PAUSE_FIELDS):
         checks["pause"] = lambda: _clean_pause(data)
     if not checks:
@@ -211,7 +173,7 @@ def update_settings(actor, account_id, data, *, ip=None):
     sections = validate_fields(checks)
     row = _row_for_update(account_id)
     meta = {}
-    for section, apply in (("provider", _apply_provider), ("dkim", _apply_dkim), ("pause", _apply_pause)):
+    for section, apply in (("provider", _apply_provider), ("pause", _apply_pause)):
         if section in sections:
             changes = apply(row, sections[section])
             if changes:
@@ -277,20 +239,7 @@ def _host(value, field):
         return str(ipaddress.ip_address(value.strip("[]")))
     except ValueError:
         pass
-    return _hostname(value, field, "Enter a host name such as smtp.example.com.", min_labels=1)
-
-
-def _hostname(value, field, issue, min_labels=2):
-    """A DNS name in ASCII (internationalised names IDNA-encoded) with at least min_labels labels."""
-    try:
-        name = ascii_domain(value)
-    except InvalidAddress:
-        raise field_error(field, issue)
-    labels = name.split(".")
-    if len(name) > 253 or len(labels) < min_labels or not all(_LABEL.match(label) for label in labels) \
-            or labels[-1].isdigit():
-        raise field_error(field, issue)
-    return name
+    return hostname(value, field, "Enter a host name such as smtp.example.com.", min_labels=1)
 
 
 def _clean_smtp(data, stored):
@@ -380,98 +329,6 @@ def _apply_provider(row, cleaned):
     return {"provider": provider or "server", "fields": changed} if switched or changed else None
 
 
-# -- DKIM -------------------------------------------------------------------------------------------
-
-def _load_pem(pem):
-    from cryptography.hazmat.primitives import serialization
-    return serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
-
-
-def _check_dkim_key(text):
-    """The pasted key as PKCS#8 PEM, after checking it is an unencrypted RSA (1024–4096 bits) or Ed25519 key."""
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-    text = text.strip()
-    if len(text) > MAX_PEM_LENGTH:
-        raise field_error("dkim_private_key", "That is too long for a private key.")
-    try:
-        key = _load_pem(text)
-    except TypeError:
-        raise field_error("dkim_private_key", "This key is protected by a passphrase; paste it without one "
-                                              "(openssl pkey -in key.pem -out plain.pem).")
-    except (ValueError, UnsupportedAlgorithm):
-        raise field_error("dkim_private_key", "This is not a PEM private key. Paste the whole key, from "
-                                              "-----BEGIN … PRIVATE KEY----- to -----END … PRIVATE KEY-----.")
-    if isinstance(key, rsa.RSAPrivateKey):
-        if not DKIM_RSA_BITS[0] <= key.key_size <= DKIM_RSA_BITS[1]:
-            raise field_error("dkim_private_key", f"This RSA key has {key.key_size} bits; DKIM needs 1024 to 4096 "
-                                                  "(2048 recommended).")
-    elif not isinstance(key, ed25519.Ed25519PrivateKey):
-        raise field_error("dkim_private_key", "DKIM keys must be RSA or Ed25519.")
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode("ascii")
-
-
-def generate_dkim_key():
-    """A new RSA-2048 private key as PKCS#8 PEM (RSA: every receiver verifies it, Ed25519 not yet everywhere)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    key = rsa.generate_private_key(public_exponent=65537, key_size=DKIM_GENERATED_BITS)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode("ascii")
-
-
-def _clean_dkim(data, current):
-    """(domain, selector, new key PEM or None to keep, what happened to the key) from the form data."""
-    domain_text = _text(data, "dkim_domain").strip()
-    pasted = _text(data, "dkim_private_key").strip()
-    action = _text(data, "dkim_key_action").strip().lower()
-    if action not in ("", "generate"):
-        raise field_error("dkim_key_action", "Unknown key action.")
-    if not domain_text:
-        if pasted or action:
-            raise field_error("dkim_domain", "Enter the domain your emails come from to sign them.")
-        return None, None, None, "removed" if current is not None and current.dkim_key_encrypted else None
-    has_key = current is not None and current.dkim_key_encrypted
-
-    def key():
-        if pasted and action == "generate":
-            raise field_error("dkim_private_key", "Either paste a key or generate one, not both.")
-        if action == "generate":
-            return generate_dkim_key(), "generated"
-        if pasted:
-            return _check_dkim_key(pasted), "replaced" if has_key else "added"
-        if has_key:
-            return None, None
-        raise field_error("dkim_private_key", "Paste your private key, or generate a new one.")
-
-    clean = validate_fields({
-        "dkim_domain": lambda: _hostname(domain_text, "dkim_domain",
-                                         "Enter a domain such as example.com (the part after @ in your from address)."),
-        "dkim_selector": lambda: _match(_text(data, "dkim_selector").strip().lower(), _LABEL, "dkim_selector",
-                                        "Enter a selector: letters, digits and hyphens, e.g. nudge or s2025."),
-        "dkim_private_key": key,
-    })
-    pem, what = clean["dkim_private_key"]
-    return clean["dkim_domain"], clean["dkim_selector"], pem, what
-
-
-def _apply_dkim(row, cleaned):
-    domain, selector, pem, what = cleaned
-    changes = {}
-    if (row.dkim_domain, row.dkim_selector) != (domain, selector):
-        changes.update(domain=domain, selector=selector)
-    row.dkim_domain, row.dkim_selector = domain, selector
-    if domain is None:
-        row.dkim_key_encrypted = None
-    elif pem is not None:
-        row.dkim_key_encrypted = security.encrypt(pem)
-    if what:
-        changes["key"] = what
-    return changes or None
-
-
 # -- thresholds -------------------------------------------------------------------------------------
 
 def _rate(value, field):
@@ -512,9 +369,13 @@ def _saved(account_id):
     return db.session.scalar(sa.select(SendingConfig).where(SendingConfig.account_id == account_id))
 
 
-def account_providers(account_id, kind, size, config):
+def account_providers(account_id, kind, size, config, from_email=None):
     """(provider names, factory) for FailoverSender: the account's own provider first ("account-smtp", …,
-    built from its decrypted credentials), then the server's chain (selection.providers_for) as failover."""
+    built from its decrypted credentials), then the server's chain (selection.providers_for) as failover.
+
+    With from_email: where verified senders are required and that From is not verified, the account's own
+    provider alone (the server's providers never carry an unproven From; callers refuse the send when the
+    account has no provider of its own, sending_domains.require_sendable_from)."""
     server = list(selection.providers_for(kind, size, config))
     server_factory = selection.provider_factory(config)
     row = _saved(account_id)
@@ -532,6 +393,8 @@ def account_providers(account_id, kind, size, config):
         if name == own:
             return build_provider(provider, credentials, settings, name=own)
         return server_factory(name)
+    if from_email is not None and not sending_domains.server_may_send(account_id, from_email, config):
+        return [own], factory
     return [own] + server, factory
 
 
@@ -574,33 +437,6 @@ class AccountSESProvider(SESProvider):
         return self._client
 
 
-def dkim_for(account_id, from_email=None):
-    """(selector, domain, private key PEM) to sign the account's mail with, or None.
-
-    With from_email, None unless that address is at the DKIM domain or a subdomain of it (DMARC's relaxed
-    alignment): a signature for another domain would not help the message."""
-    row = _saved(account_id)
-    if row is None or not (row.dkim_domain and row.dkim_selector and row.dkim_key_encrypted):
-        return None
-    if from_email is not None and not aligned(row.dkim_domain, from_email):
-        return None
-    pem = _decrypt_text(row.dkim_key_encrypted)
-    if pem is None:
-        current_app.logger.warning("account %s: DKIM key cannot be decrypted (NUDGE_ENCRYPTION_KEYS changed?); "
-                                   "sending unsigned", account_id)
-        return None
-    return row.dkim_selector, row.dkim_domain, pem
-
-
-def aligned(dkim_domain, from_email):
-    """Whether from_email's domain is dkim_domain or one of its subdomains."""
-    try:
-        domain = ascii_domain((from_email or "").rpartition("@")[2])
-    except InvalidAddress:
-        return False
-    return domain == dkim_domain or domain.endswith("." + dkim_domain)
-
-
 # --------------------------------------------------------------------------------------------------
 # Test email
 
@@ -620,7 +456,9 @@ def send_test_email(actor, account_id):
     if str(actor.account_id) != str(account_id):
         raise NotFound("No such account.")
     from_email, from_name = sender_address(account_id)
-    names, factory = account_providers(account_id, "test", 1, current_app.config)
+    sending_domains.require_sendable_from(account_id, from_email)
+    usage.claim_test_sends(db.session.get(Account, account_id), 1)
+    names, factory = account_providers(account_id, "test", 1, current_app.config, from_email=from_email)
     domain = from_email.rpartition("@")[2]
     text = ("This is a test email from NudgeCampaign.\n\n"
             "It went through your sending settings; if you are reading it, they work.\n")
@@ -631,7 +469,7 @@ def send_test_email(actor, account_id):
                               html=html, text=text, message_id=new_message_id(domain),
                               headers=[("X-Nudge-Test", "1")], account_id=str(account_id))
     sender = FailoverSender(names, factory)
-    signing = dkim_for(account_id, from_email)
+    signing = sending_domains.dkim_for(account_id, from_email)
     try:
         raw = None
         if sender.needs_raw:

@@ -1,10 +1,14 @@
 """Input checks shared by every way in (dashboard, API, import, CLI)."""
+import re
 import uuid
 import zoneinfo
 
 from email_validator import EmailNotValidError, validate_email
 
+from nudge.delivery.message import InvalidAddress, ascii_domain
 from nudge.errors import ValidationError, field_error
+
+DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 def _text(value, field):
@@ -78,3 +82,16 @@ def as_uuid(value):
         return uuid.UUID(str(value))
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def hostname(value, field, issue, min_labels=2):
+    """A DNS name in ASCII (internationalised names IDNA-encoded) with at least min_labels labels."""
+    try:
+        name = ascii_domain(value)
+    except InvalidAddress:
+        raise field_error(field, issue)
+    labels = name.split(".")
+    if len(name) > 253 or len(labels) < min_labels or not all(DNS_LABEL.match(label) for label in labels) \
+            or labels[-1].isdigit():
+        raise field_error(field, issue)
+    return name

@@ -403,21 +403,37 @@ def test_per_domain_rate_limits_space_out_a_domains_emails(shop, smtp, app):
     assert (sent_at[-1] - sent_at[0]).total_seconds() >= 0.7
 
 
-def test_campaign_mail_is_dkim_signed_when_the_account_has_a_key(shop, smtp):
+def test_campaign_mail_is_signed_with_its_from_domains_own_key_verified_against_dns(shop, smtp, app, dns_zone):
+    """Each domain signs with its own key: dkimpy verifies the delivered mail against the record the test DNS
+    server publishes, and the other domain's key would not verify it."""
     import dkim
 
-    from nudge.services import sending_settings
+    from nudge.delivery import dnscheck
+    from nudge.services import sending_domains
     account, owner = shop
-    sending_settings.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "nudge",
-                                                         "dkim_key_action": "generate"})
-    name, value = sending_settings.dns_record(sending_settings.get_settings(account.id))
+    shop_domain = sending_domains.add_domain(owner, "shop.example")
+    other = sending_domains.add_domain(owner, "other.example")
+    for row in (shop_domain, other):
+        dns_zone.publish(*sending_domains.dkim_record(row))
+    resolver = dnscheck.make_resolver([("127.0.0.1", dns_zone.port)], timeout=2)
+
+    def dnsfunc(name, timeout=5):
+        return "".join(dnscheck.txt_records(resolver, name.decode().rstrip("."))).encode()
+
     add_contacts(account, ("ann@example.org", "active", "Ann"))
-    campaign = new_campaign(owner)
-    campaigns.send_now(owner, campaign.id)
-    raw = smtp.messages[0].content
-    assert b"DKIM-Signature:" in raw and b"d=shop.example" in raw
-    assert dkim.verify(raw, dnsfunc=lambda query, timeout=5: value.encode() if query.decode().rstrip(".") == name
-                       else b"")
+    campaigns.send_now(owner, new_campaign(owner).id)
+    campaigns.send_now(owner, new_campaign(owner, from_email="news@other.example").id)
+    by_from = {b"news@shop.example": None, b"news@other.example": None}
+    for message in smtp.messages:
+        for sender in by_from:
+            if b"From: Shop News <" + sender + b">" in message.content:
+                by_from[sender] = message.content
+    shop_raw, other_raw = by_from[b"news@shop.example"], by_from[b"news@other.example"]
+    assert b"d=shop.example" in shop_raw and f"s={shop_domain.dkim_selector}".encode() in shop_raw
+    assert b"d=other.example" in other_raw
+    assert dkim.verify(shop_raw, dnsfunc=dnsfunc) and dkim.verify(other_raw, dnsfunc=dnsfunc)
+    dns_zone.publish(*sending_domains.dkim_record(shop_domain)[:1], sending_domains.dkim_record(other)[1])
+    assert not dkim.verify(shop_raw, dnsfunc=dnsfunc)
 
 
 def test_a_bounced_address_cannot_subscribe_again_from_the_preferences_page(shop, smtp, app):

@@ -1,5 +1,5 @@
-"""An account's sending settings: encrypted credentials, validation, DKIM keys, thresholds, and the provider
-chain and signing key the pipeline gets from them — with real sends to aiosmtpd and local API servers."""
+"""An account's sending settings: encrypted credentials, validation, thresholds, and the provider chain the
+pipeline gets from them — with real sends to aiosmtpd and local API servers."""
 import asyncio
 import json
 import os
@@ -12,16 +12,15 @@ import dkim
 import pytest
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from nudge.delivery import FailoverSender
-from nudge.delivery.message import OutgoingMessage, compose_message, dkim_sign, new_message_id
+from nudge.delivery.message import OutgoingMessage, compose_message, new_message_id
 from nudge.delivery.outbox import OutboxProvider
 from nudge.delivery.smtp import SMTPProvider
 from nudge.errors import Forbidden, NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import AuditLog, SendingConfig
+from nudge.services import sending_domains
 from nudge.services import sending_settings as service
 from tests.delivery.conftest import PASSWORD as SMTP_PASSWORD
 from tests.delivery.conftest import USERNAME as SMTP_USERNAME
@@ -43,11 +42,6 @@ def stored_row(account_id):
     """The sending_configs row as the database holds it (raw columns, not through the model)."""
     db.session.expire_all()
     return db.session.execute(sa.text("SELECT * FROM sending_configs")).mappings().one()
-
-
-def pem(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
 
 
 def dns_for(name, value):
@@ -129,13 +123,12 @@ def test_a_new_ses_access_key_needs_its_secret(make_account):
 def test_credentials_the_servers_keys_no_longer_open_fall_back_to_the_server(app, make_account):
     account, owner = make_account()
     service.update_settings(owner, account.id, SMTP)
-    service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "s1",
-                                                "dkim_key_action": "generate"})
+    domain = sending_domains.add_domain(owner, "shop.example")
     app.config["ENCRYPTION_KEYS"] = [os.urandom(32)]     # NUDGE_ENCRYPTION_KEYS replaced without the old key
     described = service.describe(service.get_settings(account.id))
-    assert described["credentials_unreadable"] and described["dkim_key_unreadable"]
+    assert described["credentials_unreadable"] and sending_domains.describe_domain(domain)["dkim_key_unreadable"]
     assert service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": "/tmp"})[0] == ["outbox"]
-    assert service.dkim_for(account.id) is None
+    assert sending_domains.dkim_for(account.id, "news@shop.example") is None
 
 
 # --- Validation ------------------------------------------------------------------------------------
@@ -168,73 +161,6 @@ def test_invalid_ses_and_sendgrid_credentials_are_rejected(make_account):
     with pytest.raises(ValidationError) as exc:
         service.update_settings(owner, account.id, {"provider": "sendgrid", "sendgrid_api_key": "not-a-key"})
     assert "SG." in issues(exc)["sendgrid_api_key"]
-
-
-# --- DKIM ------------------------------------------------------------------------------------------
-
-def test_a_generated_dkim_key_signs_mail_that_dkimpy_verifies_against_the_dns_record(make_account):
-    account, owner = make_account()
-    service.update_settings(owner, account.id, {"dkim_domain": "Shop.Example", "dkim_selector": "nudge",
-                                                "dkim_key_action": "generate"})
-    settings = service.get_settings(account.id)
-    name, value = service.dns_record(settings)
-    assert name == "nudge._domainkey.shop.example" and value.startswith("v=DKIM1; k=rsa; p=")
-    assert "PRIVATE KEY" not in stored_row(account.id)["dkim_key_encrypted"]
-    assert service.describe(settings)["dkim_key"] == "RSA 2048-bit"
-
-    selector, domain, key = service.dkim_for(account.id)
-    message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hello",
-                              html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"))
-    signed = dkim_sign(compose_message(message), selector, domain, key)
-    assert dkim.verify(signed, dnsfunc=dns_for(name, value))
-    assert not dkim.verify(signed.replace(b"Subject: Hello", b"Subject: Hellx"), dnsfunc=dns_for(name, value))
-
-
-def test_a_pasted_key_is_checked_and_kept_when_left_blank(make_account):
-    account, owner = make_account()
-    key = ed25519.Ed25519PrivateKey.generate()
-    service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "ed1",
-                                                "dkim_private_key": pem(key)})
-    service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "ed2",
-                                                "dkim_private_key": ""})
-    selector, domain, stored = service.dkim_for(account.id)
-    assert (selector, domain, stored) == ("ed2", "shop.example", pem(key))
-    assert service.dns_record(service.get_settings(account.id))[1].startswith("v=DKIM1; k=ed25519; p=")
-
-
-@pytest.mark.parametrize("text, fragment", [
-    ("hello", "not a PEM private key"),
-    (pem(ec.generate_private_key(ec.SECP256R1())), "RSA or Ed25519"),
-    (rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"passphrase")).decode(), "passphrase"),
-])
-def test_bad_dkim_keys_are_rejected(make_account, text, fragment):
-    account, owner = make_account()
-    with pytest.raises(ValidationError) as exc:
-        service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "s1",
-                                                    "dkim_private_key": text})
-    assert fragment in issues(exc)["dkim_private_key"]
-    assert service.dkim_for(account.id) is None
-
-
-def test_dkim_domain_and_selector_are_validated_and_a_key_is_required(make_account):
-    account, owner = make_account()
-    with pytest.raises(ValidationError) as exc:
-        service.update_settings(owner, account.id, {"dkim_domain": "not a domain", "dkim_selector": "two words",
-                                                    "dkim_private_key": ""})
-    assert set(issues(exc)) == {"dkim_domain", "dkim_selector", "dkim_private_key"}
-
-
-def test_dkim_applies_only_to_aligned_from_addresses_and_can_be_removed(make_account):
-    account, owner = make_account()
-    service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "s1",
-                                                "dkim_key_action": "generate"})
-    assert service.dkim_for(account.id, "news@shop.example") is not None
-    assert service.dkim_for(account.id, "news@mail.shop.example") is not None
-    assert service.dkim_for(account.id, "news@othershop.example") is None
-    service.update_settings(owner, account.id, {"dkim_domain": "", "dkim_selector": "", "dkim_private_key": ""})
-    assert service.dkim_for(account.id) is None and stored_row(account.id)["dkim_key_encrypted"] is None
 
 
 # --- Thresholds ------------------------------------------------------------------------------------
@@ -286,16 +212,13 @@ def test_another_account_cannot_change_or_use_them(make_account):
 def test_changes_are_audited_without_secrets(make_account):
     account, owner = make_account()
     service.update_settings(owner, account.id, SMTP, ip="203.0.113.9")
-    service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "s1",
-                                                "dkim_key_action": "generate"})
     service.update_settings(owner, account.id, {**SMTP, "smtp_password": ""})     # nothing changed: no entry
     entries = db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "sending.updated")
                                  .order_by(AuditLog.created_at)).all()
-    assert len(entries) == 2
+    assert len(entries) == 1
     assert entries[0].meta["provider"] == {"provider": "smtp", "fields": [
         "smtp_host", "smtp_port", "smtp_tls", "smtp_username", "smtp_password"]}
     assert entries[0].ip_address == "203.0.113.9"
-    assert entries[1].meta["dkim"] == {"domain": "shop.example", "selector": "s1", "key": "generated"}
     text = json.dumps([e.meta for e in entries])
     assert "Sup3r-Secret" not in text and "PRIVATE" not in text and "mailer@shop.example" not in text
 
@@ -350,15 +273,14 @@ def test_the_test_email_goes_to_the_member_through_the_account_relay_signed(app,
     relay = smtp_relay(auth=True)
     account, owner = make_account(email="owner@shop.example")
     service.update_settings(owner, account.id, relay_settings(relay.port))
-    service.update_settings(owner, account.id, {"dkim_domain": "shop.example", "dkim_selector": "nudge",
-                                                "dkim_key_action": "generate"})
+    domain = sending_domains.add_domain(owner, "shop.example")
     result = service.send_test_email(owner, account.id)
     assert result["status"] == "sent" and result["provider"] == "account-smtp" and result["signed"], result
     received = relay.messages[0]
     assert received.rcpt_tos == ["owner@shop.example"]
     parsed = BytesParser(policy=policy.default).parsebytes(received.content)
     assert parsed["From"].addresses[0].addr_spec == "owner@shop.example"
-    name, value = service.dns_record(service.get_settings(account.id))
+    name, value = sending_domains.dkim_record(domain)
     assert dkim.verify(received.content, dnsfunc=dns_for(name, value))
 
 

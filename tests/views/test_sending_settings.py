@@ -1,4 +1,4 @@
-"""Settings → Sending: the provider form, DKIM and its DNS record, thresholds, the test email, and who may see it."""
+"""Settings → Sending: the provider form, thresholds, the test email, and who may see it."""
 import asyncio
 import re
 
@@ -8,8 +8,8 @@ from aiosmtpd.controller import Controller
 from flask import g
 
 from nudge.extensions import db
+from nudge.services import sending_domains
 from nudge.services import sending_settings as service
-from nudge.services.security import decrypt
 from tests.conftest import PASSWORD, totp_code
 from tests.delivery.conftest import RecordingHandler, free_port
 
@@ -46,7 +46,7 @@ def test_page_shows_the_servers_providers_and_the_sections(make_app, make_accoun
     html = client.get(PAGE).get_data(as_text=True)
     assert "mail.example.com:2525" in html and "hunter2" not in html and "relayuser" not in html
     assert 'href="/settings/sending/"' in html and 'aria-current="page">Sending' in html
-    for section in ("sending-provider", "sending-test", "sending-dkim", "sending-pause"):
+    for section in ("sending-domains", "sending-provider", "sending-test", "sending-pause"):
         assert f'id="{section}"' in html
     assert 'placeholder="10"' in html and 'placeholder="20"' in html      # the default thresholds
     assert "Send a test email to me" in html
@@ -88,36 +88,6 @@ def test_choosing_a_provider_swaps_in_its_fields(owner_client):
     assert 'name="sendgrid_api_key"' in html and "starts with SG." in html
 
 
-def test_generating_a_dkim_key_shows_the_dns_record_to_publish(owner_client):
-    response = owner_client.post(PAGE + "dkim", headers=HTMX, data={
-        "dkim_domain": "shop.example", "dkim_selector": "nudge", "dkim_private_key": "", "dkim_key_action": "generate"})
-    html = response.get_data(as_text=True)
-    assert response.status_code == 200 and "DKIM settings saved" in response.headers["HX-Trigger"]
-    settings = service.get_settings(owner_client.account.id)
-    name, value = service.dns_record(settings)
-    assert f'<code class="mono" id="dkim-record-name">{name}</code>' in html
-    assert f'<code class="mono" id="dkim-record-value">{value}</code>' in html
-    assert 'data-copy="#dkim-record-value"' in html and "RSA 2048-bit" in html
-    key_body = decrypt(settings.dkim_key_encrypted).splitlines()[5]
-    assert key_body not in html and key_body not in owner_client.get(PAGE).get_data(as_text=True)
-    assert "Generate a new key" in html and "data-confirm" in html
-
-
-def test_a_bad_pasted_key_is_rejected_next_to_the_field(owner_client):
-    response = owner_client.post(PAGE + "dkim", headers=HTMX, data={
-        "dkim_domain": "shop.example", "dkim_selector": "nudge", "dkim_private_key": "-----BEGIN nonsense"})
-    html = response.get_data(as_text=True)
-    assert response.status_code == 422 and 'id="dkim_private_key-error"' in html and "not a PEM private key" in html
-    assert service.dkim_for(owner_client.account.id) is None
-
-
-def test_a_dkim_domain_other_than_the_from_address_is_flagged(owner_client):
-    owner_client.post(PAGE + "dkim", data={"dkim_domain": "other.example", "dkim_selector": "s1",
-                                           "dkim_key_action": "generate"})
-    html = owner_client.get(PAGE).get_data(as_text=True)
-    assert "owner@shop.example, is not at other.example" in html
-
-
 def test_pause_thresholds_save_and_reject_out_of_range(owner_client):
     response = owner_client.post(PAGE + "pause", headers=HTMX, data={"pause_bounce_rate": "4.5",
                                                                      "pause_failure_rate": ""})
@@ -134,14 +104,14 @@ def test_pause_thresholds_save_and_reject_out_of_range(owner_client):
 def test_test_email_goes_through_the_accounts_relay_and_shows_the_result(owner_client, relay):
     owner_client.post(PAGE + "provider", data={"provider": "smtp", "smtp_host": "127.0.0.1",
                                                "smtp_port": str(relay.port), "smtp_tls": "none"})
-    owner_client.post(PAGE + "dkim", data={"dkim_domain": "shop.example", "dkim_selector": "nudge",
-                                           "dkim_key_action": "generate"})
+    owner_client.post(PAGE + "domains", data={"domain": "shop.example"})
     response = owner_client.post(PAGE + "test", headers=HTMX)
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and 'id="sending-test"' in html and "<html" not in html
-    assert "Sent to owner@shop.example through" in html and "account-smtp" in html and "signed with your DKIM key" in html
+    assert "Sent to owner@shop.example through" in html and "account-smtp" in html and "signed with your domain’s DKIM key" in html
     assert [m.rcpt_tos for m in relay.messages] == [["owner@shop.example"]]
-    name, value = service.dns_record(service.get_settings(owner_client.account.id))
+    domain = sending_domains.list_domains(owner_client.user)[0]
+    name, value = sending_domains.dkim_record(domain)
     assert dkim.verify(relay.messages[0].content,
                        dnsfunc=lambda q, timeout=5: value.encode() if q.decode().rstrip(".") == name else b"")
 
@@ -174,7 +144,7 @@ def test_marketers_and_viewers_get_403(client, make_account, make_user, login, r
     login(client, make_user(account, role=role))
     assert client.get(PAGE).status_code == 403
     assert client.get(PAGE + "provider-fields?provider=smtp").status_code == 403
-    for path, data in (("provider", {**SMTP, "smtp_host": "evil.example"}), ("dkim", {"dkim_domain": "x.example"}),
+    for path, data in (("provider", {**SMTP, "smtp_host": "evil.example"}), ("domains", {"domain": "x.example"}),
                        ("pause", {"pause_bounce_rate": "50"}), ("test", {})):
         assert client.post(PAGE + path, data=data).status_code == 403
     assert 'href="/settings/sending/"' not in client.get("/settings/account").get_data(as_text=True)

@@ -52,3 +52,4 @@ def _run_after_the_limiter(state):
 
 from nudge.blueprints.api import account, oauth, spec  # noqa: E402,F401
 from nudge.blueprints.api import campaigns, contacts, custom_fields, imports, segments, suppressions, templates  # noqa: E402,F401
+from nudge.blueprints.api import sending_domains  # noqa: E402,F401

@@ -39,7 +39,9 @@ STATS = schema("CampaignStats", {
 })
 
 READINESS_ITEM = {"type": "object", "required": ["code", "message", "blocking"], "properties": {
-    "code": {"type": "string", "description": "subject_missing, from_email_missing, audience_empty, "
+    "code": {"type": "string", "description": "subject_missing, from_email_missing, from_email_unverified (blocking "
+                                              "where the server requires verified senders, a note otherwise), "
+                                              "audience_empty, "
                                               "segment_missing, content_missing, unsubscribe_missing, "
                                               "postal_address_missing, account_postal_address_missing, or a "
                                               "render warning (size, image_alt, link_scheme)."},
@@ -226,9 +228,10 @@ def delete_campaign(campaign_id):
            tags=TAGS, errors=STATUS_ERRORS,
            description="Without `scheduled_at` it starts sending now; with it, it is scheduled (a scheduled "
                        "campaign can be moved or sent now the same way). Refused with 400 while the readiness "
-                       "checklist has blocking items, with 403 LIMIT_EXCEEDED when the recipients would go over "
-                       "the account's monthly email limit, and with 403 EMAIL_NOT_CONFIRMED while the account's "
-                       "owner has not confirmed the address it signed up with (open sign-up).")
+                       "checklist has blocking items (a from address that is not a verified sender, where the "
+                       "server requires it, is a 400 on `from_email`), and with 403 LIMIT_EXCEEDED when the "
+                       "recipients would go over the account's monthly email limit, and with 403 EMAIL_NOT_CONFIRMED while "
+                       "the account's owner has not confirmed the address it signed up with (open sign-up).")
 def send_campaign(campaign_id):
     body = _optional_body()
     unknown = [key for key in body if key != "scheduled_at"]
@@ -247,8 +250,11 @@ def send_campaign(campaign_id):
 @bp.post("/campaigns/<uuid:campaign_id>/test")
 @api_route("campaigns:write", summary="Send a test email", request=TEST_REQUEST, response=TEST_RESULT, tags=TAGS,
            description="The campaign as it is now, to up to 5 addresses, personalised for `contact_id` or a sample "
-                       "contact. Tests do not count against the monthly limit. 403 EMAIL_NOT_CONFIRMED while the "
-                       "account's owner has not confirmed the address it signed up with (open sign-up).")
+                       "contact. Test emails count against the monthly email limit (403 LIMIT_EXCEEDED beyond it) "
+                       "and are limited per account per hour (NUDGE_TEST_SENDS_PER_HOUR, 50 by default: 429 "
+                       "RATE_LIMITED with `Retry-After` beyond it). A from address that is not a verified sender, "
+                       "where the server requires it, is a 400 on `from_email`. 403 EMAIL_NOT_CONFIRMED while the account's "
+                       "owner has not confirmed the address it signed up with (open sign-up).")
 def test_campaign(campaign_id):
     body = json_body()
     unknown = [key for key in body if key not in ("emails", "contact_id")]
