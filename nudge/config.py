@@ -5,6 +5,7 @@ import secrets
 
 from flask.sansio.scaffold import find_package
 
+from nudge.delivery.feedback import parse_topic_arns
 from nudge.delivery.ratelimit import parse_rate_limits
 from nudge.delivery.selection import DEFAULT_BULK, DEFAULT_BULK_THRESHOLD, DEFAULT_SMALL, parse_provider_list
 
@@ -168,6 +169,8 @@ def load_config(environ=None):
         "SENDGRID_API_URL": (environ.get("NUDGE_SENDGRID_API_URL") or "https://api.sendgrid.com").rstrip("/"),
         # The Event Webhook's verification key (SendGrid: Mail Settings → Event Webhook → Signature Verification).
         "SENDGRID_WEBHOOK_PUBLIC_KEY": environ.get("NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
+        # The SNS topics whose messages /hooks/ses accepts (SES bounce and complaint notifications); none: refused.
+        "SES_SNS_TOPICS": parse_topic_arns(environ.get("NUDGE_SES_SNS_TOPICS")),
         "OUTBOX_DIR": os.path.abspath(environ["NUDGE_OUTBOX_DIR"]) if environ.get("NUDGE_OUTBOX_DIR") else None,
         "BULK_THRESHOLD": int(environ.get("NUDGE_BULK_THRESHOLD") or DEFAULT_BULK_THRESHOLD),
         "PROVIDERS_SMALL": parse_provider_list(environ.get("NUDGE_PROVIDERS_SMALL"), DEFAULT_SMALL),

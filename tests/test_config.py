@@ -65,3 +65,14 @@ def test_encryption_round_trip_and_rotation(make_app):
     app.config["ENCRYPTION_KEYS"] = [new]
     with pytest.raises(ValueError):
         decrypt(sealed)
+
+
+def test_ses_sns_topics_are_an_allow_list_of_topic_arns(tmp_path):
+    base = {"NUDGE_INSTANCE_PATH": str(tmp_path)}
+    assert load_config(base)["SES_SNS_TOPICS"] == frozenset()
+    config = load_config({**base, "NUDGE_SES_SNS_TOPICS": " arn:aws:sns:eu-west-1:123456789012:ses-feedback , "
+                                                          "arn:aws-cn:sns:cn-north-1:123456789012:bounces.fifo,"})
+    assert config["SES_SNS_TOPICS"] == {"arn:aws:sns:eu-west-1:123456789012:ses-feedback",
+                                        "arn:aws-cn:sns:cn-north-1:123456789012:bounces.fifo"}
+    with pytest.raises(ValueError, match="NUDGE_SES_SNS_TOPICS"):
+        load_config({**base, "NUDGE_SES_SNS_TOPICS": "ses-feedback"})

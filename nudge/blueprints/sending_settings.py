@@ -50,7 +50,8 @@ def _bounce_hooks(config):
     """The webhook addresses to give the providers (from NUDGE_BASE_URL)."""
     base = config["BASE_URL"]
     return {"ses": f"{base}/hooks/ses", "sendgrid": f"{base}/hooks/sendgrid",
-            "sendgrid_key_set": bool(config.get("SENDGRID_WEBHOOK_PUBLIC_KEY"))}
+            "sendgrid_key_set": bool(config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")),
+            "ses_topics_set": bool(config.get("SES_SNS_TOPICS"))}
 
 
 @bp.get("/")
