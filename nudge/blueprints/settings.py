@@ -245,9 +245,12 @@ def api_clients():
 
 def _clients_context(**extra):
     account_id = current_user.account_id
+    grantable = clients_service.grantable_scopes(current_user)
     context = dict(clients=clients_service.list_api_clients(account_id),
                    labels={m.id: m.name or m.email for m in team_service.list_members(account_id)},
-                   scopes=[(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in permissions.SCOPES],
+                   scopes=[(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in permissions.SCOPES if s in grantable],
+                   withheld=[s for s in permissions.SCOPES if s not in grantable],
+                   effective_scopes=clients_service.effective_scopes,
                    can_write=current_user.can("api_clients:write"),
                    values={"name": "", "scopes": []}, errors={}, created=None,
                    base_url=current_app.config["BASE_URL"].rstrip("/"))
@@ -282,7 +285,7 @@ def api_client_revoke(client_pk):
     if htmx:
         labels = {m.id: m.name or m.email for m in team_service.list_members(current_user.account_id)}
         response = make_response(render_template("settings/_api_client_row.html", client=client, labels=labels,
-                                                 can_write=True))
+                                                 can_write=True, effective_scopes=clients_service.effective_scopes))
         return with_toast(response, message)
     flash(message, "success")
     return redirect(url_for(".api_clients"), 303)
