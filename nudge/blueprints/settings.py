@@ -113,7 +113,7 @@ def _team_context(**extra):
                    grantable_roles=_grantable_roles(), can_write=current_user.can("team:write"),
                    can_manage=_can_manage, is_expired=team_service.is_expired,
                    invite_values={"email": "", "role": "marketer"}, invite_errors={}, invite_link=None,
-                   account=current_user.account)
+                   account=current_user.account, confirm=None, scope_descriptions=SCOPE_DESCRIPTIONS)
     context.update(extra)
     return context
 
@@ -163,31 +163,64 @@ def team_revoke_invitation(invitation_id):
     return redirect(url_for(".team"), 303)
 
 
+def _revocations():
+    """The confirm step's choices: (API client ids, invitation ids) to revoke."""
+    return {"revoke_clients": request.form.getlist("revoke_clients"),
+            "revoke_invitations": request.form.getlist("revoke_invitations")}
+
+
+def _confirm_step(action, created, role=None):
+    """Ask first: what the member created (API clients, invitations), each offered for revoking."""
+    extra = dict(confirm={"action": action, "created": created, "role": role})
+    if htmx:
+        return make_response(render_template("settings/_member_confirm.html", **_team_context(**extra)))
+    return _team_page(**extra)
+
+
+def _back_to_team():
+    """After a change: the team page (htmx follows HX-Redirect, so the flash shows there too)."""
+    if htmx:
+        response = make_response("", 204)
+        response.headers["HX-Redirect"] = url_for(".team")
+        return response
+    return redirect(url_for(".team"), 303)
+
+
 @bp.post("/team/<uuid:user_id>/role")
 @login_required
 @require_permission("team:write")
 def team_change_role(user_id):
+    role = request.form.get("role", "")
+    member = team_service.get_member(current_user.account_id, user_id)
+    if role in ROLES and team_service.is_demotion(member.role, role) and not request.form.get("confirmed"):
+        created = team_service.created_by_member(current_user, user_id)
+        if created:
+            return _confirm_step("role", created, role)
     try:
-        member = team_service.change_role(current_user, user_id, request.form.get("role", ""), ip=client_ip())
+        member = team_service.change_role(current_user, user_id, role, ip=client_ip(), **_revocations())
     except (ValidationError, Conflict) as exc:
         flash(exc.message, "error")
     else:
         flash(f"{member.name or member.email} is now {'an' if member.role in ('owner', 'admin') else 'a'} "
               f"{member.role}.", "success")
-    return redirect(url_for(".team"), 303)
+    return _back_to_team()
 
 
 @bp.post("/team/<uuid:user_id>/remove")
 @login_required
 @require_permission("team:write")
 def team_remove(user_id):
+    if not request.form.get("confirmed"):
+        created = team_service.created_by_member(current_user, user_id)
+        if created:
+            return _confirm_step("remove", created)
     try:
-        member = team_service.remove_member(current_user, user_id, ip=client_ip())
+        member = team_service.remove_member(current_user, user_id, ip=client_ip(), **_revocations())
     except Conflict as exc:
         flash(exc.message, "error")
     else:
         flash(f"{member.name or member.email} was removed from the team.", "success")
-    return redirect(url_for(".team"), 303)
+    return _back_to_team()
 
 
 @bp.post("/team/<uuid:user_id>/reset-mfa")

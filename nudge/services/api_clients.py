@@ -85,11 +85,48 @@ def revoke_api_client(actor, client_pk, *, ip=None):
     permissions.require(actor, "api_clients:write")
     client = get_api_client(actor.account_id, client_pk)
     if client.revoked_at is None:
-        client.revoked_at = utcnow()
-        audit.record("api_client.revoked", account_id=actor.account_id, actor=actor, ip=ip,
-                     resources=[f"api_client:{client.client_id}"], meta={"name": client.name})
+        _revoke(actor, client, ip, {"name": client.name})
         db.session.commit()
     return client
+
+
+def _revoke(actor, client, ip, meta):
+    client.revoked_at = utcnow()
+    audit.record("api_client.revoked", account_id=actor.account_id, actor=actor, ip=ip,
+                 resources=[f"api_client:{client.client_id}"], meta=meta)
+
+
+def created_by(account_id, user_id):
+    """The account's active clients a member created, newest first."""
+    return db.session.scalars(
+        sa.select(ApiClient).where(ApiClient.account_id == account_id, ApiClient.created_by == user_id,
+                                   ApiClient.revoked_at.is_(None))
+        .order_by(ApiClient.created_at.desc(), ApiClient.id)).all()
+
+
+def revoke_created_by(actor, member, client_ids, *, why, ip=None):
+    """Revoke those of client_ids that are `member`'s active clients (others are ignored), audited with why
+    ("removed" or "demoted"); the caller commits with its own change. Returns the revoked clients."""
+    permissions.require(actor, "api_clients:write")
+    wanted = {str(client_id) for client_id in client_ids}
+    revoked = [client for client in created_by(actor.account_id, member.id) if str(client.id) in wanted]
+    for client in revoked:
+        _revoke(actor, client, ip, {"name": client.name, "because": f"creator {why}", "creator": member.email})
+    return revoked
+
+
+def hand_over(actor, member, *, ip=None):
+    """Give `member`'s remaining active clients to actor (the member is leaving), each narrowed to the scopes
+    it has now: from then on actor's role bounds them. Audited; the caller commits."""
+    permissions.require(actor, "api_clients:write")
+    clients = created_by(actor.account_id, member.id)
+    for client in clients:
+        client.scopes = effective_scopes(client)
+        client.created_by = actor.id
+        audit.record("api_client.handed_over", account_id=actor.account_id, actor=actor, ip=ip,
+                     resources=[f"api_client:{client.client_id}"],
+                     meta={"name": client.name, "from": member.email, "scopes": client.scopes})
+    return clients
 
 
 def authenticate_client(client_id, secret):

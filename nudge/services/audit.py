@@ -11,7 +11,7 @@ ACTIONS = (
     "mfa.enabled", "mfa.disabled", "mfa.reset", "mfa.recovery_code_used", "mfa.recovery_codes_regenerated",
     "password.changed", "account.created", "account.updated",
     "team.invited", "team.invitation_revoked", "team.joined", "team.role_changed", "team.removed",
-    "api_client.created", "api_client.revoked",
+    "api_client.created", "api_client.revoked", "api_client.handed_over",
     "sending.updated",
     "contact.exported",
     "campaign.sent", "campaign.scheduled", "campaign.cancelled", "campaign.deleted",
