@@ -8,6 +8,7 @@ from flask.sansio.scaffold import find_package
 from nudge.delivery.feedback import parse_topic_arns
 from nudge.delivery.ratelimit import parse_rate_limits
 from nudge.delivery.selection import DEFAULT_BULK, DEFAULT_BULK_THRESHOLD, DEFAULT_SMALL, parse_provider_list
+from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS
 
 PLANS = ("starter", "professional", "enterprise")
 # Requests per minute per account; the burst allowance is twice this for 10 seconds (spec section 6).
@@ -75,6 +76,16 @@ def parse_signup_mode(raw):
     if mode not in SIGNUP_MODES:
         raise ValueError(f"NUDGE_SIGNUP must be one of {', '.join(SIGNUP_MODES)} (got {raw!r})")
     return mode
+
+
+def parse_ports(raw, default):
+    """NUDGE_ACCOUNT_SMTP_PORTS: comma-separated TCP ports (the default when unset)."""
+    parts = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    if not parts:
+        return tuple(default)
+    if not all(part.isdigit() and 1 <= int(part) <= 65535 for part in parts):
+        raise ValueError(f"NUDGE_ACCOUNT_SMTP_PORTS must be comma-separated ports (got {raw!r})")
+    return tuple(dict.fromkeys(int(part) for part in parts))
 
 
 def normalize_database_url(url):
@@ -163,6 +174,10 @@ def load_config(environ=None):
         "UPLOAD_MAX_BYTES": int(float(environ.get("NUDGE_UPLOAD_MAX_MB") or 5) * 1024 * 1024),
         # Email delivery (docs/delivery.md): providers configured globally; per-account ones come from settings.
         "SMTP_URL": environ.get("NUDGE_SMTP_URL") or None,
+        # An account's own SMTP relay (Settings → Sending): public addresses only unless this is on (a relay on
+        # the operator's LAN), and only these ports (docs/delivery.md, Account SMTP relays).
+        "ACCOUNT_SMTP_ALLOW_PRIVATE": env_flag(environ.get("NUDGE_ACCOUNT_SMTP_ALLOW_PRIVATE"), False),
+        "ACCOUNT_SMTP_PORTS": parse_ports(environ.get("NUDGE_ACCOUNT_SMTP_PORTS"), ACCOUNT_SMTP_PORTS),
         "SES_REGION": environ.get("NUDGE_SES_REGION") or None,
         "SES_ENDPOINT_URL": environ.get("NUDGE_SES_ENDPOINT_URL") or None,
         "SENDGRID_API_KEY": environ.get("NUDGE_SENDGRID_API_KEY") or None,

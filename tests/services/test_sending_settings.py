@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from nudge.delivery import FailoverSender
 from nudge.delivery.message import OutgoingMessage, compose_message, dkim_sign, new_message_id
 from nudge.delivery.outbox import OutboxProvider
-from nudge.delivery.smtp import SMTPProvider
+from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS, SMTPProvider
 from nudge.errors import Forbidden, NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import AuditLog, SendingConfig
@@ -27,7 +27,8 @@ from tests.delivery.conftest import PASSWORD as SMTP_PASSWORD
 from tests.delivery.conftest import USERNAME as SMTP_USERNAME
 from tests.delivery.conftest import RecordingHandler, _authenticator, free_port
 
-SMTP = {"provider": "smtp", "smtp_host": "smtp.relay.example", "smtp_port": "587", "smtp_tls": "starttls",
+# A public address (example.com's) rather than a name: a name would be looked up in DNS, which tests never use.
+SMTP = {"provider": "smtp", "smtp_host": "93.184.215.14", "smtp_port": "587", "smtp_tls": "starttls",
         "smtp_username": "mailer@shop.example", "smtp_password": "Sup3r-Secret:pw/%"}
 SES = {"provider": "ses", "ses_region": "eu-west-1", "ses_access_key_id": "AKIAACCOUNTKEY000001",
        "ses_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYACCOUNTKEY"}
@@ -55,14 +56,24 @@ def dns_for(name, value):
     return lambda query, timeout=5: value.encode() if query.decode().rstrip(".") == name else b""
 
 
+def lan_relay(config, port):
+    """Let account relays use a loopback address and this port, as ACCOUNT_SMTP_ALLOW_PRIVATE does for a relay
+    on the operator's LAN (the tests' aiosmtpd listens on 127.0.0.1, on a free port). Returns config."""
+    config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = True
+    config["ACCOUNT_SMTP_PORTS"] = (*ACCOUNT_SMTP_PORTS, port)
+    return config
+
+
 @pytest.fixture
-def smtp_relay():
-    """A real SMTP server on loopback (aiosmtpd) that asks for AUTH over a plain connection; .messages."""
+def smtp_relay(app):
+    """A real SMTP server on loopback (aiosmtpd) that asks for AUTH over a plain connection; .messages.
+    The app lets account relays use it (lan_relay)."""
     servers = []
 
     def start(auth=True):
         handler = RecordingHandler()
         port = free_port()
+        lan_relay(app.config, port)
         options = {"authenticator": _authenticator, "auth_require_tls": False} if auth else {}
         controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.new_event_loop(), **options)
         controller.start()
@@ -87,11 +98,11 @@ def test_smtp_credentials_are_encrypted_at_rest_and_never_described(make_account
     service.update_settings(owner, account.id, SMTP)
     row = stored_row(account.id)
     assert row["provider"] == "smtp"
-    for secret in ("Sup3r-Secret", "mailer@shop.example", "smtp.relay.example"):
+    for secret in ("Sup3r-Secret", "mailer@shop.example", "93.184.215.14"):
         assert secret not in row["credentials_encrypted"]
     described = service.describe(service.get_settings(account.id))
     assert "Sup3r-Secret" not in json.dumps(described, default=str)
-    assert described["fields"]["smtp_host"] == "smtp.relay.example"
+    assert described["fields"]["smtp_host"] == "93.184.215.14"
     assert described["fields"]["smtp_username"] == "mailer@shop.example"
     assert "smtp_password" not in described["fields"] and described["saved_secrets"] == {"smtp_password"}
 
@@ -99,10 +110,10 @@ def test_smtp_credentials_are_encrypted_at_rest_and_never_described(make_account
 def test_a_blank_secret_keeps_the_saved_one(make_account):
     account, owner = make_account()
     service.update_settings(owner, account.id, SMTP)
-    service.update_settings(owner, account.id, {**SMTP, "smtp_port": "2525", "smtp_password": ""})
+    service.update_settings(owner, account.id, {**SMTP, "smtp_password": ""})
     names, factory = service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": "/tmp"})
     provider = factory("account-smtp")
-    assert (provider.settings.port, provider.settings.password) == (2525, "Sup3r-Secret:pw/%")
+    assert (provider.settings.port, provider.settings.password) == (587, "Sup3r-Secret:pw/%")
 
     service.update_settings(owner, account.id, {"provider": "sendgrid", "sendgrid_api_key": SENDGRID_KEY})
     service.update_settings(owner, account.id, {"provider": "sendgrid", "sendgrid_api_key": ""})
@@ -152,11 +163,12 @@ def test_invalid_smtp_settings_are_rejected_field_by_field(make_account):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(SendingConfig)) == 0
 
 
-def test_smtp_defaults_port_by_encryption_and_accepts_relays_without_sign_in(make_account):
+def test_smtp_defaults_port_by_encryption_and_accepts_relays_without_sign_in(app, make_account):
     account, owner = make_account()
-    service.update_settings(owner, account.id, {"provider": "smtp", "smtp_host": "Relay.Example.", "smtp_tls": "ssl"})
+    app.config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = True       # "localhost" resolves without DNS
+    service.update_settings(owner, account.id, {"provider": "smtp", "smtp_host": "LocalHost.", "smtp_tls": "ssl"})
     settings = service.smtp_settings(service._decrypt_json(service.get_settings(account.id).credentials_encrypted))
-    assert (settings.host, settings.port, settings.tls, settings.username) == ("relay.example", 465, "ssl", None)
+    assert (settings.host, settings.port, settings.tls, settings.username) == ("localhost", 465, "ssl", None)
 
 
 def test_invalid_ses_and_sendgrid_credentials_are_rejected(make_account):
@@ -311,7 +323,7 @@ def test_account_provider_comes_first_then_the_server_chain(make_account, tmp_pa
     assert names == ["account-smtp", "smtp", "outbox"]
     own, server = factory("account-smtp"), factory("smtp")
     assert isinstance(own, SMTPProvider) and own.name == "account-smtp"
-    assert own.settings.host == "smtp.relay.example" and own.settings.username == "mailer@shop.example"
+    assert own.settings.host == "93.184.215.14" and own.settings.username == "mailer@shop.example"
     assert server.name == "smtp" and server.settings.host == "server-relay.example"
     assert isinstance(factory("outbox"), OutboxProvider)
     assert "Sup3r" not in repr(own)
@@ -321,7 +333,8 @@ def test_a_send_through_the_account_smtp_provider_reaches_the_relay(make_account
     relay = smtp_relay(auth=True)
     account, owner = make_account()
     service.update_settings(owner, account.id, relay_settings(relay.port))
-    names, factory = service.account_providers(account.id, "marketing", 10, {"INSTANCE_PATH": str(tmp_path)})
+    names, factory = service.account_providers(account.id, "marketing", 10,
+                                               lan_relay({"INSTANCE_PATH": str(tmp_path)}, relay.port))
     message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Spring sale",
                               html="<p>Hi Ann</p>", text="Hi Ann", message_id=new_message_id("shop.example"))
     sender = FailoverSender(names, factory)
@@ -334,10 +347,12 @@ def test_a_send_through_the_account_smtp_provider_reaches_the_relay(make_account
     assert b"Subject: Spring sale" in relay.messages[0].content
 
 
-def test_when_the_account_relay_is_down_the_server_chain_takes_over(make_account, tmp_path):
+def test_when_the_account_relay_is_down_the_server_chain_takes_over(app, make_account, tmp_path):
     account, owner = make_account()
-    service.update_settings(owner, account.id, relay_settings(free_port()))
-    names, factory = service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": str(tmp_path)})
+    port = free_port()
+    lan_relay(app.config, port)
+    service.update_settings(owner, account.id, relay_settings(port))
+    names, factory = service.account_providers(account.id, "test", 1, lan_relay({"INSTANCE_PATH": str(tmp_path)}, port))
     message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hi",
                               html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"),
                               account_id=str(account.id))
