@@ -169,6 +169,13 @@ def _reply_codes(reply):
     return f"{code} {'.'.join(enhanced.groups())}" if enhanced else str(code)
 
 
+# Connection failures in our words, most specific first (the exception's own text may quote the server).
+_NETWORK_ERRORS = ((ssl.SSLError, "TLS handshake failed"),
+                   (smtplib.SMTPServerDisconnected, "the server closed the connection"),
+                   (ConnectionRefusedError, "connection refused"),
+                   (TimeoutError, "connection timed out"))
+
+
 class PortRefused(Exception):
     """The relay's port is not one the policy allows (the message says which are)."""
 
@@ -320,32 +327,32 @@ class SMTPProvider(Provider):
             log.debug("relay %s:%s refused the session: %s", s.host, s.port,
                       _reply_text((exc.smtp_code, exc.smtp_error)))
             codes = _reply_codes((exc.smtp_code, exc.smtp_error))
-            if isinstance(exc, smtplib.SMTPAuthenticationError):
-                what = "authentication failed (check the user name and password)"
+            if not 200 <= exc.smtp_code < 600:
+                what = "the server did not answer as an SMTP server"
+            elif isinstance(exc, smtplib.SMTPAuthenticationError):
+                what = f"authentication failed ({codes}): check the user name and password"
             elif isinstance(exc, smtplib.SMTPConnectError):
-                what = "the server refused the connection"
+                what = f"the server refused the connection ({codes})"
             else:
-                what = "the server refused the session"
-            return f"SMTP {what} ({codes})"
-        log.debug("relay %s:%s: %s: %s", s.host, s.port, exc.__class__.__name__, exc)
-        if isinstance(exc, ssl.SSLCertVerificationError):
-            what = f"TLS handshake failed: the server's certificate is not valid for {s.host}"
-        elif isinstance(exc, ssl.SSLError):
-            what = "TLS handshake failed"
-        elif isinstance(exc, smtplib.SMTPNotSupportedError):
-            what = ("the server does not offer STARTTLS" if s.tls == "starttls" and "starttls" in str(exc).lower()
-                    else "the server does not offer sign-in (AUTH)")
-        elif isinstance(exc, smtplib.SMTPServerDisconnected):
-            what = "the server closed the connection"
-        elif isinstance(exc, ConnectionRefusedError):
-            what = "connection refused"
-        elif isinstance(exc, (TimeoutError, socket.timeout)):
-            what = "connection timed out"
-        elif isinstance(exc, smtplib.SMTPException) and "auth" in str(exc).lower():
-            what = "the server does not offer a sign-in method we support"
+                what = f"the server refused the session ({codes})"
         else:
-            what = "connection failed"
+            log.debug("relay %s:%s: %s: %s", s.host, s.port, exc.__class__.__name__, exc)
+            what = self._network_error(exc)
         return f"cannot connect to {s.host}:{s.port}: {what}"
+
+    def _network_error(self, exc):
+        """Our words for a connection that failed below SMTP, or a server that lacks what we need."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS handshake failed: the server's certificate is not valid for {self.settings.host}"
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return ("the server does not offer STARTTLS" if "STARTTLS" in str(exc)
+                    else "the server does not offer sign-in (AUTH)")
+        if isinstance(exc, smtplib.SMTPException) and "authentication method" in str(exc):
+            return "the server offers no sign-in method we support"
+        for kind, words in _NETWORK_ERRORS:
+            if isinstance(exc, kind):
+                return words
+        return "connection failed"
 
     def _reply(self, reply):
         """A reply as the user may see it: in full from the operator's relay, only its codes from another."""
