@@ -452,3 +452,99 @@ def test_server_providers_are_described_without_credentials(tmp_path):
     text = json.dumps(described)
     assert "mail.example.com:2525" in text and "eu-west-1" in text
     assert "hunter2" not in text and "relay@x" not in text and "relay%40x" not in text and "SG.server" not in text
+
+
+# --- The account's relay is a tenant's choice: the public internet only, mail ports only -------------
+
+@pytest.mark.parametrize("host, issue", [
+    ("127.0.0.1", "This is a loopback address: your relay must be reachable on the public internet."),
+    ("::1", "This is a loopback address"), ("[::ffff:127.0.0.1]", "This is a loopback address"),
+    ("10.0.0.5", "This is a private address"), ("192.168.1.20", "This is a private address"),
+    ("fd00::25", "This is a private address"),
+    ("169.254.169.254", "This is a link-local address"), ("fe80::1", "This is a link-local address"),
+    ("224.0.0.9", "This is a multicast address"), ("0.0.0.0", "This is a unspecified address"),
+    ("localhost", "This host name does not resolve to public internet addresses"),
+])
+def test_a_relay_on_a_private_address_is_refused_when_saved(make_account, host, issue):
+    account, owner = make_account()
+    with pytest.raises(ValidationError) as exc:
+        service.update_settings(owner, account.id, {**SMTP, "smtp_host": host})
+    assert issues(exc)["smtp_host"].startswith(issue)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendingConfig)) == 0
+
+
+@pytest.mark.parametrize("port", ["22", "80", "3306", "6379", "8025"])
+def test_a_relay_port_other_than_the_mail_ports_is_refused_when_saved(make_account, port):
+    account, owner = make_account()
+    with pytest.raises(ValidationError) as exc:
+        service.update_settings(owner, account.id, {**SMTP, "smtp_port": port})
+    assert issues(exc) == {"smtp_port": f"Port {port} is not allowed for an SMTP relay (use 25, 465, 587 or 2525)."}
+
+
+@pytest.mark.parametrize("port", ["25", "465", "587", "2525"])
+def test_the_mail_ports_are_allowed(make_account, port):
+    account, owner = make_account()
+    service.update_settings(owner, account.id, {**SMTP, "smtp_port": port})
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_port"] == port
+
+
+def test_allow_private_lets_an_operator_use_a_relay_on_the_lan(app, make_account):
+    account, owner = make_account()
+    app.config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = True
+    service.update_settings(owner, account.id, {**SMTP, "smtp_host": "10.0.0.5"})
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_host"] == "10.0.0.5"
+    with pytest.raises(ValidationError):           # the ports stay restricted
+        service.update_settings(owner, account.id, {**SMTP, "smtp_host": "10.0.0.5", "smtp_port": "6379"})
+
+
+def test_settings_saved_before_are_refused_at_connect_time(app, make_account, smtp_relay, tmp_path):
+    """A relay saved while private addresses were allowed (or before this check existed) is refused when the
+    provider connects: nothing reaches the loopback server, and the server's chain takes the email."""
+    relay = smtp_relay(auth=True)
+    account, owner = make_account()
+    service.update_settings(owner, account.id, relay_settings(relay.port))
+    app.config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = False
+    config = {"INSTANCE_PATH": str(tmp_path), "ACCOUNT_SMTP_PORTS": app.config["ACCOUNT_SMTP_PORTS"]}
+    names, factory = service.account_providers(account.id, "test", 1, config)
+    message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hi",
+                              html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"),
+                              account_id=str(account.id))
+    own = factory("account-smtp")
+    result = own.send(message, compose_message(message))
+    assert result.status == "transient"
+    assert result.error == (f"cannot connect to 127.0.0.1:{relay.port}: the relay's address is a loopback address, "
+                            "not a public internet one")
+    assert relay.peers == set() and relay.messages == []
+    port_config = {"INSTANCE_PATH": str(tmp_path), "ACCOUNT_SMTP_ALLOW_PRIVATE": True}     # default ports
+    result = service.account_providers(account.id, "test", 1, port_config)[1]("account-smtp").send(
+        message, compose_message(message))
+    assert f"port {relay.port} is not allowed" in result.error and relay.peers == set()
+
+
+def test_the_relays_own_words_are_never_shown(app, make_account, smtp_relay):
+    relay = smtp_relay(auth=True)
+    account, owner = make_account(email="owner@shop.example")
+    service.update_settings(owner, account.id, relay_settings(relay.port, smtp_password="not-the-password"))
+    names, factory = service.account_providers(account.id, "test", 1, dict(app.config))
+    message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hi",
+                              html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"))
+    error = factory("account-smtp").send(message, compose_message(message)).error
+    assert error == (f"cannot connect to 127.0.0.1:{relay.port}: authentication failed (535 5.7.8): "
+                     "check the user name and password")
+    assert "credentials invalid" not in error.lower()
+
+
+# --- Changing where the password goes needs the password -------------------------------------------
+
+@pytest.mark.parametrize("change", [{"smtp_host": "93.184.216.34"}, {"smtp_port": "2525"}, {"smtp_tls": "ssl"},
+                                    {"smtp_username": "someone-else"}])
+def test_changing_host_port_tls_or_user_needs_the_password_again(make_account, change):
+    account, owner = make_account()
+    service.update_settings(owner, account.id, SMTP)
+    with pytest.raises(ValidationError) as exc:
+        service.update_settings(owner, account.id, {**SMTP, **change, "smtp_password": ""})
+    assert issues(exc) == {"smtp_password": service.PASSWORD_AGAIN}
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_host"] == SMTP["smtp_host"]
+    service.update_settings(owner, account.id, {**SMTP, **change, "smtp_password": "typed-again"})
+    names, factory = service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": "/tmp"})
+    assert factory("account-smtp").settings.password == "typed-again"

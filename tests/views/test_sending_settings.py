@@ -222,3 +222,30 @@ def test_forms_need_the_csrf_token(make_app, make_account, login):
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
     assert client.post(PAGE + "provider", data={**SMTP, "csrf_token": token}).status_code == 303
     assert service.get_settings(account.id).provider == "smtp"
+
+
+def test_a_private_relay_or_another_port_comes_back_with_a_clear_error(owner_client):
+    response = owner_client.post(PAGE + "provider", headers=HTMX, data={**SMTP, "smtp_host": "169.254.169.254",
+                                                                         "smtp_port": "8025"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert re.search(r'id="smtp_port-error">Port 8025 is not allowed for an SMTP relay \(use 25, 465, 587 or '
+                     r'2525\)\.<', html)
+    assert service.get_settings(owner_client.account.id).provider is None
+    response = owner_client.post(PAGE + "provider", headers=HTMX, data={**SMTP, "smtp_host": "169.254.169.254"})
+    assert ('id="smtp_host-error">This is a link-local address: your relay must be reachable on the public '
+            'internet.<') in response.get_data(as_text=True)
+    assert "25, 465, 587, 2525 are allowed" in owner_client.get(PAGE + "provider-fields?provider=smtp").get_data(
+        as_text=True)
+
+
+def test_changing_the_relay_without_typing_the_password_again_is_refused(owner_client):
+    owner_client.post(PAGE + "provider", data=SMTP)
+    page = owner_client.get(PAGE).get_data(as_text=True)
+    assert "Type it again when you change the host, port, encryption or user name." in page
+    response = owner_client.post(PAGE + "provider", headers=HTMX,
+                                 data={**SMTP, "smtp_host": "93.184.216.34", "smtp_password": ""})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert f'id="smtp_password-error">{service.PASSWORD_AGAIN}<' in html
+    assert service.describe(service.get_settings(owner_client.account.id))["fields"]["smtp_host"] == SMTP["smtp_host"]
