@@ -26,6 +26,13 @@ class DestinationRefused(Exception):
         self.literal = literal      # the host was an IP address (not a name)
 
 
+# How each refusal reads in a sentence ("the relay's address is a loopback address").
+REASON_WORDS = {"loopback": "a loopback address", "private": "a private address", "link-local": "a link-local address",
+                "multicast": "a multicast address", "unspecified": "an unspecified address",
+                "reserved": "a reserved address", "not publicly routable": "an address that is not publicly routable",
+                "not found": "not a valid address"}
+
+
 def refusal(address):
     """Why an IP address is not a public internet address ("loopback", "private", "link-local", "multicast",
     "unspecified", "reserved", "not publicly routable"), or None when it is one."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nudge.delivery.base import Backoff, Provider, SendResult
-from nudge.delivery.destinations import DestinationRefused, connect_any, public_addresses
+from nudge.delivery.destinations import REASON_WORDS, DestinationRefused, connect_any, public_addresses
 from nudge.delivery.message import InvalidAddress, ascii_address
 
 log = logging.getLogger("nudge.delivery.smtp")
@@ -209,8 +209,7 @@ def destination_error(exc):
     """Our words for a refused relay host (the same whether it does not resolve or resolves to a private
     address: a tenant must not learn which internal names exist)."""
     if exc.literal:
-        return f"the relay's address is {'a ' + exc.reason if exc.reason != 'not found' else 'not valid'} address, " \
-               "not a public internet one"
+        return f"the relay's address is {REASON_WORDS[exc.reason]}, not a public internet one"
     return "the relay's host name does not resolve to public internet addresses only"
 
 

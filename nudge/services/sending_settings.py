@@ -20,8 +20,10 @@ from cryptography.exceptions import InvalidTag
 from flask import current_app
 
 from nudge.delivery import selection
+from nudge.delivery.destinations import REASON_WORDS, DestinationRefused
 from nudge.delivery.message import InvalidAddress, ascii_domain, dkim_public_record
 from nudge.delivery.ses import SESProvider
+from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS, RelayPolicy
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Account, SendingConfig
@@ -362,7 +364,6 @@ def _port(value, tls, policy):
 def relay_policy(config):
     """The rules an account's own SMTP relay follows (smtp.RelayPolicy): public addresses only unless
     ACCOUNT_SMTP_ALLOW_PRIVATE (relays on the operator's LAN), ports ACCOUNT_SMTP_PORTS."""
-    from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS, RelayPolicy
     return RelayPolicy(allow_private=bool(config.get("ACCOUNT_SMTP_ALLOW_PRIVATE")),
                        ports=tuple(config.get("ACCOUNT_SMTP_PORTS") or ACCOUNT_SMTP_PORTS))
 
@@ -370,13 +371,11 @@ def relay_policy(config):
 def _check_public_host(host, port, policy):
     """A field error on smtp_host unless the host resolves to allowed addresses only (checked again at each
     connection, where it counts: DNS may answer differently later)."""
-    from nudge.delivery.destinations import DestinationRefused
     try:
         policy.addresses(host, port)
     except DestinationRefused as exc:
         if exc.literal:
-            issue = (f"This is a {exc.reason} address: your relay must be reachable on the public internet."
-                     if exc.reason != "not found" else "This is not a valid address.")
+            issue = f"This is {REASON_WORDS[exc.reason]}: your relay must be reachable on the public internet."
         else:
             # The same words whether the name is unknown or points inside a private network: which internal
             # names exist is not the tenant's to learn.

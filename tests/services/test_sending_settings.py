@@ -462,7 +462,7 @@ def test_server_providers_are_described_without_credentials(tmp_path):
     ("10.0.0.5", "This is a private address"), ("192.168.1.20", "This is a private address"),
     ("fd00::25", "This is a private address"),
     ("169.254.169.254", "This is a link-local address"), ("fe80::1", "This is a link-local address"),
-    ("224.0.0.9", "This is a multicast address"), ("0.0.0.0", "This is a unspecified address"),
+    ("224.0.0.9", "This is a multicast address"), ("0.0.0.0", "This is an unspecified address"),
     ("localhost", "This host name does not resolve to public internet addresses"),
 ])
 def test_a_relay_on_a_private_address_is_refused_when_saved(make_account, host, issue):
