@@ -6,8 +6,10 @@ import secrets
 from flask.sansio.scaffold import find_package
 
 from nudge.delivery.dnscheck import parse_nameservers
+from nudge.delivery.feedback import parse_topic_arns
 from nudge.delivery.ratelimit import parse_rate_limits
 from nudge.delivery.selection import DEFAULT_BULK, DEFAULT_BULK_THRESHOLD, DEFAULT_SMALL, parse_provider_list
+from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS
 
 PLANS = ("starter", "professional", "enterprise")
 # Requests per minute per account; the burst allowance is twice this for 10 seconds (spec section 6).
@@ -94,6 +96,16 @@ def parse_signup_mode(raw):
     if mode not in SIGNUP_MODES:
         raise ValueError(f"NUDGE_SIGNUP must be one of {', '.join(SIGNUP_MODES)} (got {raw!r})")
     return mode
+
+
+def parse_ports(raw, default):
+    """NUDGE_ACCOUNT_SMTP_PORTS: comma-separated TCP ports (the default when unset)."""
+    parts = [part.strip() for part in (raw or "").split(",") if part.strip()]
+    if not parts:
+        return tuple(default)
+    if not all(part.isdigit() and 1 <= int(part) <= 65535 for part in parts):
+        raise ValueError(f"NUDGE_ACCOUNT_SMTP_PORTS must be comma-separated ports (got {raw!r})")
+    return tuple(dict.fromkeys(int(part) for part in parts))
 
 
 def normalize_database_url(url):
@@ -189,12 +201,18 @@ def load_config(environ=None):
         "UPLOAD_MAX_BYTES": int(float(environ.get("NUDGE_UPLOAD_MAX_MB") or 5) * 1024 * 1024),
         # Email delivery (docs/delivery.md): providers configured globally; per-account ones come from settings.
         "SMTP_URL": environ.get("NUDGE_SMTP_URL") or None,
+        # An account's own SMTP relay (Settings → Sending): public addresses only unless this is on (a relay on
+        # the operator's LAN), and only these ports (docs/delivery.md, Account SMTP relays).
+        "ACCOUNT_SMTP_ALLOW_PRIVATE": env_flag(environ.get("NUDGE_ACCOUNT_SMTP_ALLOW_PRIVATE"), False),
+        "ACCOUNT_SMTP_PORTS": parse_ports(environ.get("NUDGE_ACCOUNT_SMTP_PORTS"), ACCOUNT_SMTP_PORTS),
         "SES_REGION": environ.get("NUDGE_SES_REGION") or None,
         "SES_ENDPOINT_URL": environ.get("NUDGE_SES_ENDPOINT_URL") or None,
         "SENDGRID_API_KEY": environ.get("NUDGE_SENDGRID_API_KEY") or None,
         "SENDGRID_API_URL": (environ.get("NUDGE_SENDGRID_API_URL") or "https://api.sendgrid.com").rstrip("/"),
         # The Event Webhook's verification key (SendGrid: Mail Settings → Event Webhook → Signature Verification).
         "SENDGRID_WEBHOOK_PUBLIC_KEY": environ.get("NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY") or None,
+        # The SNS topics whose messages /hooks/ses accepts (SES bounce and complaint notifications); none: refused.
+        "SES_SNS_TOPICS": parse_topic_arns(environ.get("NUDGE_SES_SNS_TOPICS")),
         "OUTBOX_DIR": os.path.abspath(environ["NUDGE_OUTBOX_DIR"]) if environ.get("NUDGE_OUTBOX_DIR") else None,
         "BULK_THRESHOLD": int(environ.get("NUDGE_BULK_THRESHOLD") or DEFAULT_BULK_THRESHOLD),
         "PROVIDERS_SMALL": parse_provider_list(environ.get("NUDGE_PROVIDERS_SMALL"), DEFAULT_SMALL),

@@ -64,3 +64,13 @@ def test_the_console_script_is_installed_and_uses_the_environment(app):
     account_id = json.loads(out.stdout.strip().splitlines()[-1])["account_id"]
     db.session.rollback()
     assert db.session.get(Account, uuid.UUID(account_id)).name == "Shell Shop"
+
+
+def test_create_api_client_gives_only_scopes_the_members_role_has(app, make_account, make_user):
+    account, owner = make_account()
+    admin = make_user(account, role="admin")
+    refused = run(app, "create-api-client", "--email", admin.email, "--name", "x", "--scopes", "account:admin")
+    assert refused.exit_code == 1 and "only an owner can" in refused.output
+    assert db.session.query(ApiClient).count() == 0
+    done = run(app, "create-api-client", "--email", owner.email, "--name", "x", "--scopes", "account:admin")
+    assert done.exit_code == 0, done.output

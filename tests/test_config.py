@@ -80,3 +80,25 @@ def test_sign_up_and_session_settings_from_the_environment(tmp_path):
     assert sender(config) == ("robot@mail.example.com", "Mail Robot")
     with pytest.raises(ValueError):
         load_config({"NUDGE_INSTANCE_PATH": str(tmp_path), "NUDGE_SIGNUP": "everyone"})
+
+
+def test_ses_sns_topics_are_an_allow_list_of_topic_arns(tmp_path):
+    base = {"NUDGE_INSTANCE_PATH": str(tmp_path)}
+    assert load_config(base)["SES_SNS_TOPICS"] == frozenset()
+    config = load_config({**base, "NUDGE_SES_SNS_TOPICS": " arn:aws:sns:eu-west-1:123456789012:ses-feedback , "
+                                                          "arn:aws-cn:sns:cn-north-1:123456789012:bounces.fifo,"})
+    assert config["SES_SNS_TOPICS"] == {"arn:aws:sns:eu-west-1:123456789012:ses-feedback",
+                                        "arn:aws-cn:sns:cn-north-1:123456789012:bounces.fifo"}
+    with pytest.raises(ValueError, match="NUDGE_SES_SNS_TOPICS"):
+        load_config({**base, "NUDGE_SES_SNS_TOPICS": "ses-feedback"})
+
+
+def test_account_smtp_relays_are_restricted_unless_configured(tmp_path):
+    base = {"NUDGE_INSTANCE_PATH": str(tmp_path)}
+    defaults = load_config(base)
+    assert defaults["ACCOUNT_SMTP_ALLOW_PRIVATE"] is False
+    assert defaults["ACCOUNT_SMTP_PORTS"] == (25, 465, 587, 2525)
+    config = load_config({**base, "NUDGE_ACCOUNT_SMTP_ALLOW_PRIVATE": "1", "NUDGE_ACCOUNT_SMTP_PORTS": "587, 1025"})
+    assert config["ACCOUNT_SMTP_ALLOW_PRIVATE"] is True and config["ACCOUNT_SMTP_PORTS"] == (587, 1025)
+    with pytest.raises(ValueError, match="NUDGE_ACCOUNT_SMTP_PORTS"):
+        load_config({**base, "NUDGE_ACCOUNT_SMTP_PORTS": "smtp"})

@@ -1,7 +1,8 @@
 """Incoming webhooks (no login, no CSRF: the provider's signature is the authorisation).
 
-    POST /hooks/ses       Amazon SNS (HTTPS subscription) carrying SES bounce and complaint notifications
-    POST /hooks/sendgrid  SendGrid's signed Event Webhook
+    POST /hooks/ses       Amazon SNS (HTTPS subscription) carrying SES bounce and complaint notifications,
+                          from the topics listed in NUDGE_SES_SNS_TOPICS only
+    POST /hooks/sendgrid  SendGrid's signed Event Webhook (signed within the last 5 minutes)
 
 A bad or missing signature is 403, an unreadable body 400 (the API's error envelope). A notification about
 a message we do not know is answered 200 and ignored, so the provider does not retry it forever. Bodies,
@@ -67,9 +68,10 @@ def _rejected(provider, exc):
 @bp.post("/hooks/ses")
 def ses():
     """SNS posts text/plain JSON: a SubscriptionConfirmation (confirmed here), or a Notification whose
-    Message is an SES Bounce or Complaint notification (other SES notifications are acknowledged)."""
+    Message is an SES Bounce or Complaint notification (other SES notifications are acknowledged).
+    Only from the topics in NUDGE_SES_SNS_TOPICS: with none listed, every message is refused (403)."""
     try:
-        message = sns().parse(request.get_data())
+        message = sns().parse(request.get_data(), current_app.config.get("SES_SNS_TOPICS"))
         if message["Type"] == "SubscriptionConfirmation":
             return _confirm(message)
         if message["Type"] != "Notification":

@@ -33,6 +33,7 @@ def _context(**extra):
         settings=described, values=dict(described["fields"]), errors={}, section=None,
         provider_choices=[(p, service.PROVIDER_LABELS[p]) for p in service.PROVIDERS],
         tls_modes=service.SMTP_TLS_MODES, default_ports=service.SMTP_DEFAULT_PORTS,
+        allowed_ports=service.relay_policy(config).ports,
         server_providers=service.server_providers(config), server_orders=service.server_orders(config),
         defaults={key: service.percent_text(value) for key, value in service.default_thresholds().items()},
         test_result=None, test_error=None, test_from=(from_email, from_name), me=current_user.email,
@@ -58,7 +59,8 @@ def _bounce_hooks(config):
     """The webhook addresses to give the providers (from NUDGE_BASE_URL)."""
     base = config["BASE_URL"]
     return {"ses": f"{base}/hooks/ses", "sendgrid": f"{base}/hooks/sendgrid",
-            "sendgrid_key_set": bool(config.get("SENDGRID_WEBHOOK_PUBLIC_KEY"))}
+            "sendgrid_key_set": bool(config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")),
+            "ses_topics_set": bool(config.get("SES_SNS_TOPICS"))}
 
 
 @bp.get("/")

@@ -114,7 +114,7 @@ def _team_context(**extra):
                    grantable_roles=_grantable_roles(), can_write=current_user.can("team:write"),
                    can_manage=_can_manage, is_expired=team_service.is_expired,
                    invite_values={"email": "", "role": "marketer"}, invite_errors={}, invite_link=None,
-                   account=current_user.account)
+                   account=current_user.account, confirm=None, scope_descriptions=SCOPE_DESCRIPTIONS)
     context.update(extra)
     return context
 
@@ -164,31 +164,64 @@ def team_revoke_invitation(invitation_id):
     return redirect(url_for(".team"), 303)
 
 
+def _revocations():
+    """The confirm step's choices: (API client ids, invitation ids) to revoke."""
+    return {"revoke_clients": request.form.getlist("revoke_clients"),
+            "revoke_invitations": request.form.getlist("revoke_invitations")}
+
+
+def _confirm_step(action, created, role=None):
+    """Ask first: what the member created (API clients, invitations), each offered for revoking."""
+    extra = dict(confirm={"action": action, "created": created, "role": role})
+    if htmx:
+        return make_response(render_template("settings/_member_confirm.html", **_team_context(**extra)))
+    return _team_page(**extra)
+
+
+def _back_to_team():
+    """After a change: the team page (htmx follows HX-Redirect, so the flash shows there too)."""
+    if htmx:
+        response = make_response("", 204)
+        response.headers["HX-Redirect"] = url_for(".team")
+        return response
+    return redirect(url_for(".team"), 303)
+
+
 @bp.post("/team/<uuid:user_id>/role")
 @login_required
 @require_permission("team:write")
 def team_change_role(user_id):
+    role = request.form.get("role", "")
+    member = team_service.get_member(current_user.account_id, user_id)
+    if role in ROLES and team_service.is_demotion(member.role, role) and not request.form.get("confirmed"):
+        created = team_service.created_by_member(current_user, user_id)
+        if created:
+            return _confirm_step("role", created, role)
     try:
-        member = team_service.change_role(current_user, user_id, request.form.get("role", ""), ip=client_ip())
+        member = team_service.change_role(current_user, user_id, role, ip=client_ip(), **_revocations())
     except (ValidationError, Conflict) as exc:
         flash(exc.message, "error")
     else:
         flash(f"{member.name or member.email} is now {'an' if member.role in ('owner', 'admin') else 'a'} "
               f"{member.role}.", "success")
-    return redirect(url_for(".team"), 303)
+    return _back_to_team()
 
 
 @bp.post("/team/<uuid:user_id>/remove")
 @login_required
 @require_permission("team:write")
 def team_remove(user_id):
+    if not request.form.get("confirmed"):
+        created = team_service.created_by_member(current_user, user_id)
+        if created:
+            return _confirm_step("remove", created)
     try:
-        member = team_service.remove_member(current_user, user_id, ip=client_ip())
+        member = team_service.remove_member(current_user, user_id, ip=client_ip(), **_revocations())
     except Conflict as exc:
         flash(exc.message, "error")
     else:
         flash(f"{member.name or member.email} was removed from the team.", "success")
-    return redirect(url_for(".team"), 303)
+    return _back_to_team()
 
 
 @bp.post("/team/<uuid:user_id>/reset-mfa")
@@ -253,9 +286,12 @@ def api_clients():
 
 def _clients_context(**extra):
     account_id = current_user.account_id
+    grantable = clients_service.grantable_scopes(current_user)
     context = dict(clients=clients_service.list_api_clients(account_id),
                    labels={m.id: m.name or m.email for m in team_service.list_members(account_id)},
-                   scopes=[(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in permissions.SCOPES],
+                   scopes=[(s, SCOPE_DESCRIPTIONS.get(s, "")) for s in permissions.SCOPES if s in grantable],
+                   withheld=[s for s in permissions.SCOPES if s not in grantable],
+                   effective_scopes=clients_service.effective_scopes,
                    can_write=current_user.can("api_clients:write"),
                    values={"name": "", "scopes": []}, errors={}, created=None,
                    base_url=current_app.config["BASE_URL"].rstrip("/"))
@@ -290,7 +326,7 @@ def api_client_revoke(client_pk):
     if htmx:
         labels = {m.id: m.name or m.email for m in team_service.list_members(current_user.account_id)}
         response = make_response(render_template("settings/_api_client_row.html", client=client, labels=labels,
-                                                 can_write=True))
+                                                 can_write=True, effective_scopes=clients_service.effective_scopes))
         return with_toast(response, message)
     flash(message, "success")
     return redirect(url_for(".api_clients"), 303)

@@ -1,14 +1,17 @@
 """What email providers tell us after a send: bounce and complaint notifications, verified and parsed into
 Feedback records (no database here; services.bounces records them).
 
-- Amazon SES through Amazon SNS (HTTPS subscription): every SNS message is signed (SignatureVersion 1:
-  RSA SHA1, 2: RSA SHA256) with a certificate served from https://sns.<region>.amazonaws.com. We fetch the
-  certificate only from such a URL (over verified HTTPS), cache it, and check the signature over SNS's
-  canonical string before reading anything else. SubscriptionConfirmation is confirmed by fetching its
-  SubscribeURL (same host rule).
+- Amazon SES through Amazon SNS (HTTPS subscription): only the topics the operator lists
+  (NUDGE_SES_SNS_TOPICS) are heard, checked before anything is fetched: anyone can create an SNS topic and
+  point it at us, and its messages are validly signed by Amazon. Every SNS message is signed
+  (SignatureVersion 1: RSA SHA1, 2: RSA SHA256) with a certificate served from
+  https://sns.<region>.amazonaws.com. We fetch the certificate only from such a URL (over verified HTTPS),
+  cache it, and check the signature over SNS's canonical string before reading anything else.
+  SubscriptionConfirmation is confirmed by fetching its SubscribeURL (same host rule).
 - SendGrid's Event Webhook: ECDSA P-256 over timestamp + raw body (headers
   X-Twilio-Email-Event-Webhook-Signature / -Timestamp), checked with the public key SendGrid shows
-  (NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY).
+  (NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY); a timestamp more than SENDGRID_MAX_SKEW from now is refused, so a
+  captured request cannot be replayed later.
 
 All the cryptography is the `cryptography` package's.
 """
@@ -18,6 +21,7 @@ import datetime as dt
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -44,6 +48,10 @@ class MalformedNotification(Exception):
     """The body is not a notification we can read (400)."""
 
 
+class TopicNotAllowed(InvalidSignatureError):
+    """An SNS message from a topic the operator did not list in NUDGE_SES_SNS_TOPICS (403)."""
+
+
 @dataclass(frozen=True)
 class Feedback:
     """One bounce or complaint about one message, as a provider reported it."""
@@ -65,6 +73,8 @@ def _text(value, limit=REASON_MAX):
 # Amazon SNS
 
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]{3,}\.amazonaws\.com(\.cn)?$")
+# arn:<partition>:sns:<region>:<12-digit account>:<topic name> (a FIFO topic's name ends in .fifo).
+TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
 # The fields each message type signs, in the order SNS signs them (Subject only when present).
 SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -88,6 +98,16 @@ def is_sns_url(url):
             and bool(SNS_HOST.match(parts.hostname or "")))
 
 
+def parse_topic_arns(text):
+    """NUDGE_SES_SNS_TOPICS: comma-separated SNS topic ARNs, as a frozenset (empty when unset)."""
+    topics = [part.strip() for part in (text or "").split(",") if part.strip()]
+    bad = [topic for topic in topics if not TOPIC_ARN.match(topic)]
+    if bad:
+        raise ValueError("NUDGE_SES_SNS_TOPICS: not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>): "
+                         + ", ".join(bad))
+    return frozenset(topics)
+
+
 def fetch_url(url, timeout=10):
     """GET an SNS URL over verified HTTPS; the body's bytes (raises on an error status)."""
     import requests
@@ -108,15 +128,22 @@ class SNS:
         self._certificates = {}
         self._lock = threading.Lock()
 
-    def parse(self, body):
-        """The verified SNS message (a dict) of a request body; raises MalformedNotification or
-        InvalidSignatureError."""
+    def parse(self, body, topics):
+        """The verified SNS message (a dict) of a request body, from one of `topics` (ARNs); raises
+        MalformedNotification, TopicNotAllowed or InvalidSignatureError.
+
+        The topic is checked before the signature: verifying fetches a certificate, and confirming a
+        subscription fetches a URL; neither is done for a topic nobody listed."""
         try:
             message = json.loads(body)
         except (TypeError, ValueError) as exc:
             raise MalformedNotification("The body is not JSON.") from exc
         if not isinstance(message, dict) or message.get("Type") not in SIGNED_FIELDS:
             raise MalformedNotification("Not an Amazon SNS message.")
+        if not topics:
+            raise TopicNotAllowed("Amazon SNS messages are not accepted: no topic is listed in NUDGE_SES_SNS_TOPICS.")
+        if message.get("TopicArn") not in topics:
+            raise TopicNotAllowed("This SNS topic is not listed in NUDGE_SES_SNS_TOPICS.")
         self.verify(message)
         return message
 
@@ -243,6 +270,9 @@ def _header(headers, name):
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+# How far a signed batch's timestamp may be from our clock, either way (SendGrid posts at once; a replay of a
+# captured request is refused after this).
+SENDGRID_MAX_SKEW = dt.timedelta(minutes=5)
 
 
 def load_sendgrid_key(text):
@@ -259,15 +289,27 @@ def load_sendgrid_key(text):
     return key
 
 
-def verify_sendgrid(public_key, body, signature, timestamp):
-    """Check SendGrid's signature over timestamp + body; raises InvalidSignatureError."""
+def verify_sendgrid(public_key, body, signature, timestamp, now=None):
+    """Check SendGrid's signature over timestamp + body, and that the timestamp (Unix seconds) is within
+    SENDGRID_MAX_SKEW of now (a Unix time, default the clock's); raises InvalidSignatureError."""
     if not signature or not timestamp:
         raise InvalidSignatureError("The SendGrid signature headers are missing.")
+    if not _fresh(timestamp, time.time() if now is None else now):
+        raise InvalidSignatureError("The SendGrid event timestamp is more than "
+                                    f"{int(SENDGRID_MAX_SKEW.total_seconds() // 60)} minutes from now.")
     try:
         raw_signature = base64.b64decode(signature, validate=True)
         public_key.verify(raw_signature, timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     except (binascii.Error, ValueError, InvalidSignature) as exc:
         raise InvalidSignatureError("The SendGrid signature does not match.") from exc
+
+
+def _fresh(timestamp, now):
+    """Whether a Unix-seconds timestamp header is within SENDGRID_MAX_SKEW of now."""
+    text = timestamp.strip()
+    if not text.isdigit() or len(text) > 12:
+        return False
+    return abs(int(text) - now) <= SENDGRID_MAX_SKEW.total_seconds()
 
 
 def sendgrid_feedback(body):

@@ -8,12 +8,20 @@ SMTPProvider.send_each sends a wave — one message on each of several connectio
 of all of them overlapped: a thread blocks twice per wave instead of twice per message (measured on this
 machine: 25 µs of client CPU per message instead of ~300 with a thread per connection).
 
+An account's own relay (settings typed by a tenant) gets a RelayPolicy: its port must be one of
+ACCOUNT_SMTP_PORTS, its host is resolved once and every address checked (destinations.public_addresses:
+no loopback, private, link-local, multicast or reserved address), the connection goes to a checked
+address while the host name stays for TLS (SNI and certificate check), and the server's replies are
+never passed on as they are: errors are our own words plus the reply's status codes (the raw reply
+goes to the debug log). The operator's NUDGE_SMTP_URL has no policy: it is trusted.
+
 A connection found dead before the message body was sent (an idle connection the server dropped, a
 421 "closing") is reopened and the message retried once. Once the body has been sent, a lost
 connection is reported as transient and never retried here: the server may have accepted it, and the
 pipeline decides (the Message-ID stays the same, so a repeat is recognisably the same message).
 """
 import functools
+import logging
 import re
 import smtplib
 import socket
@@ -23,7 +31,10 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nudge.delivery.base import Backoff, Provider, SendResult
+from nudge.delivery.destinations import REASON_WORDS, DestinationRefused, connect_any, public_addresses
 from nudge.delivery.message import InvalidAddress, ascii_address
+
+log = logging.getLogger("nudge.delivery.smtp")
 
 TLS_MODES = ("none", "ssl", "starttls")
 DEFAULT_PORTS = {"none": 25, "ssl": 465, "starttls": 587}
@@ -36,6 +47,9 @@ RELAY_CONFIG_CODES = (530, 534, 535, 538)
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 ADDRESS_REJECTION_CODES = (550, 551, 553)
 _QUEUE_ID = re.compile(r"queued as ([A-Za-z0-9._-]+)", re.I)
+# The ports an account's own relay may use: SMTP (25), submission over TLS (465), submission (587) and the
+# common alternative (2525). Anything else is some other service, not a mail relay.
+ACCOUNT_SMTP_PORTS = (25, 465, 587, 2525)
 _PERIODS = re.compile(rb"(?m)^\.")
 
 
@@ -147,14 +161,87 @@ def _reply_text(reply):
     return f"{code} {' '.join(text.split())}".strip()
 
 
+def _reply_codes(reply):
+    """A reply's status code and enhanced status code ("550 5.1.1"), without the server's words."""
+    code, text = reply
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    enhanced = _ENHANCED.match(text)
+    return f"{code} {'.'.join(enhanced.groups())}" if enhanced else str(code)
+
+
+# Connection failures in our words, most specific first (the exception's own text may quote the server).
+_NETWORK_ERRORS = ((ssl.SSLError, "TLS handshake failed"),
+                   (smtplib.SMTPServerDisconnected, "the server closed the connection"),
+                   (ConnectionRefusedError, "connection refused"),
+                   (TimeoutError, "connection timed out"))
+
+
+class PortRefused(Exception):
+    """The relay's port is not one the policy allows (the message says which are)."""
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    """Rules for a relay the operator did not choose (an account's own): the ports it may use, whether private
+    addresses are allowed (ACCOUNT_SMTP_ALLOW_PRIVATE, for relays on the operator's LAN), and the resolver
+    (system_resolve unless given: tests pass their own)."""
+    allow_private: bool = False
+    ports: tuple = ACCOUNT_SMTP_PORTS
+    resolve: object = None
+
+    def port_refusal(self, port):
+        """Why this port is not allowed, or None."""
+        if port in self.ports:
+            return None
+        return f"port {port} is not allowed for an SMTP relay (use {_listed(self.ports)})"
+
+    def addresses(self, host, port):
+        """The checked addresses to connect to; DestinationRefused otherwise."""
+        return public_addresses(host, port, allow_private=self.allow_private, resolve=self.resolve)
+
+
+def _listed(ports):
+    ports = [str(port) for port in ports]
+    return ", ".join(ports[:-1]) + " or " + ports[-1] if len(ports) > 1 else ports[0]
+
+
+def destination_error(exc):
+    """Our words for a refused relay host (the same whether it does not resolve or resolves to a private
+    address: a tenant must not learn which internal names exist)."""
+    if exc.literal:
+        return f"the relay's address is {REASON_WORDS[exc.reason]}, not a public internet one"
+    return "the relay's host name does not resolve to public internet addresses only"
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    """smtplib.SMTP connected to addresses checked beforehand, never looking the name up again (DNS rebinding);
+    the host name is kept for STARTTLS (SNI and the certificate check)."""
+
+    def __init__(self, addresses, *args, **kwargs):
+        self._addresses = addresses
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host, port, timeout):
+        return connect_any(self._addresses, port, timeout, self.source_address)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL, _PinnedSMTP):
+    """Implicit TLS over _PinnedSMTP's connection (SMTP_SSL wraps what _PinnedSMTP._get_socket returns)."""
+
+    def __init__(self, addresses, *args, **kwargs):
+        self._addresses = addresses
+        smtplib.SMTP_SSL.__init__(self, *args, **kwargs)
+
+
 class SMTPProvider(Provider):
     """Send raw messages through one SMTP relay over a persistent connection (one instance per thread)."""
     name = "smtp"
     overlaps_connections = True
 
     def __init__(self, url=None, *, settings=None, ssl_context=None, local_hostname=None,
-                 idle_check=15.0, pipelining=True, name=None):
+                 idle_check=15.0, pipelining=True, name=None, policy=None):
         self.settings = settings or parse_smtp_url(url)
+        self.policy = policy        # a RelayPolicy for a relay the operator did not choose; None: trusted
         self.ssl_context = ssl_context
         self.local_hostname = local_hostname
         self.idle_check = idle_check
@@ -181,23 +268,19 @@ class SMTPProvider(Provider):
         hostname = self.local_hostname or _local_hostname()
         conn = None
         try:
-            if s.tls == "ssl":
-                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=hostname, timeout=s.timeout,
-                                        context=self._context())
-            else:
-                conn = smtplib.SMTP(s.host, s.port, local_hostname=hostname, timeout=s.timeout)
+            conn = self._connect(hostname)
             conn.ehlo_or_helo_if_needed()
             if s.tls == "starttls":
                 conn.starttls(context=self._context())
                 conn.ehlo()
             if s.username:
                 conn.login(s.username, s.password or "")
-        except smtplib.SMTPAuthenticationError as exc:
-            error = f"SMTP authentication failed: {_reply_text((exc.smtp_code, exc.smtp_error))}"
-        except smtplib.SMTPResponseException as exc:
-            error = f"SMTP connection refused: {_reply_text((exc.smtp_code, exc.smtp_error))}"
+        except DestinationRefused as exc:
+            error = f"cannot connect to {s.host}:{s.port}: {destination_error(exc)}"
+        except PortRefused as exc:
+            error = f"cannot connect to {s.host}:{s.port}: {exc}"
         except (smtplib.SMTPException, OSError) as exc:
-            error = f"cannot connect to {s.host}:{s.port}: {exc.__class__.__name__}: {exc}"
+            error = self._connect_error(exc) if self.policy else self._trusted_connect_error(exc)
         else:
             self._conn = conn
             self._last_used = time.monotonic()
@@ -207,6 +290,75 @@ class SMTPProvider(Provider):
             conn.close()
         self.backoff.failed(error)
         return error
+
+    def _connect(self, hostname):
+        """The connected smtplib client (greeting read): straight to the host for a trusted relay, else to
+        the policy's checked addresses."""
+        s = self.settings
+        if self.policy is None:
+            if s.tls == "ssl":
+                return smtplib.SMTP_SSL(s.host, s.port, local_hostname=hostname, timeout=s.timeout,
+                                        context=self._context())
+            return smtplib.SMTP(s.host, s.port, local_hostname=hostname, timeout=s.timeout)
+        refused = self.policy.port_refusal(s.port)
+        if refused:
+            raise PortRefused(refused)
+        addresses = self.policy.addresses(s.host, s.port)
+        if s.tls == "ssl":
+            return _PinnedSMTPSSL(addresses, s.host, s.port, local_hostname=hostname, timeout=s.timeout,
+                                  context=self._context())
+        return _PinnedSMTP(addresses, s.host, s.port, local_hostname=hostname, timeout=s.timeout)
+
+    def _trusted_connect_error(self, exc):
+        """The operator's own relay: the server's reply as it is (the operator reads it)."""
+        s = self.settings
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            return f"SMTP authentication failed: {_reply_text((exc.smtp_code, exc.smtp_error))}"
+        if isinstance(exc, smtplib.SMTPResponseException):
+            return f"SMTP connection refused: {_reply_text((exc.smtp_code, exc.smtp_error))}"
+        return f"cannot connect to {s.host}:{s.port}: {exc.__class__.__name__}: {exc}"
+
+    def _connect_error(self, exc):
+        """A relay a tenant chose: our own words (and the status code), never the server's reply text, which
+        could be anything the machine at that address says. The raw reply goes to the debug log."""
+        s = self.settings
+        if isinstance(exc, smtplib.SMTPResponseException):
+            log.debug("relay %s:%s refused the session: %s", s.host, s.port,
+                      _reply_text((exc.smtp_code, exc.smtp_error)))
+            codes = _reply_codes((exc.smtp_code, exc.smtp_error))
+            if not 200 <= exc.smtp_code < 600:
+                what = "the server did not answer as an SMTP server"
+            elif isinstance(exc, smtplib.SMTPAuthenticationError):
+                what = f"authentication failed ({codes}): check the user name and password"
+            elif isinstance(exc, smtplib.SMTPConnectError):
+                what = f"the server refused the connection ({codes})"
+            else:
+                what = f"the server refused the session ({codes})"
+        else:
+            log.debug("relay %s:%s: %s: %s", s.host, s.port, exc.__class__.__name__, exc)
+            what = self._network_error(exc)
+        return f"cannot connect to {s.host}:{s.port}: {what}"
+
+    def _network_error(self, exc):
+        """Our words for a connection that failed below SMTP, or a server that lacks what we need."""
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return f"TLS handshake failed: the server's certificate is not valid for {self.settings.host}"
+        if isinstance(exc, smtplib.SMTPNotSupportedError):
+            return ("the server does not offer STARTTLS" if "STARTTLS" in str(exc)
+                    else "the server does not offer sign-in (AUTH)")
+        if isinstance(exc, smtplib.SMTPException) and "authentication method" in str(exc):
+            return "the server offers no sign-in method we support"
+        for kind, words in _NETWORK_ERRORS:
+            if isinstance(exc, kind):
+                return words
+        return "connection failed"
+
+    def _reply(self, reply):
+        """A reply as the user may see it: in full from the operator's relay, only its codes from another."""
+        if self.policy is None:
+            return _reply_text(reply)
+        log.debug("relay %s:%s replied: %s", self.settings.host, self.settings.port, _reply_text(reply))
+        return _reply_codes(reply)
 
     def _drop(self):
         if self._conn is not None:
@@ -315,7 +467,7 @@ class SMTPProvider(Provider):
             mail, rcpt, data_reply = transaction.replies or (conn.getreply(), conn.getreply(), conn.getreply())
             if 421 in (mail[0], rcpt and rcpt[0]):
                 closing = mail if mail[0] == 421 else rcpt
-                return self._lost(transaction, f"server closing the connection: {_reply_text(closing)}",
+                return self._lost(transaction, f"server closing the connection: {self._reply(closing)}",
                                   before_body=True)
             refused = self._refused(mail, rcpt, data_reply)
             if refused is not None:
@@ -380,7 +532,7 @@ class SMTPProvider(Provider):
         if rcpt[0] not in (250, 251):
             # RFC 5321 4.5.3.1.10: a 552 to RCPT ("too much mail") is to be treated as temporary.
             if rcpt[0] == 552:
-                return self.transient(f"recipient deferred: {_reply_text(rcpt)}")
+                return self.transient(f"recipient deferred: {self._reply(rcpt)}")
             return self._failure("recipient rejected", rcpt, bounce=is_address_rejection(rcpt))
         if data_reply is None or data_reply[0] != 354:
             return self._failure("DATA refused", data_reply or (-1, b"no reply"))
@@ -388,9 +540,10 @@ class SMTPProvider(Provider):
 
     def _failure(self, what, reply, bounce=False):
         """Classify a refusal; bounce=True (the address itself refused) makes a 5xx a hard bounce."""
-        text = f"{what}: {_reply_text(reply)}"
+        text = f"{what}: {self._reply(reply)}"
         if reply[0] in RELAY_CONFIG_CODES:
-            return self.transient(f"relay refused us (check NUDGE_SMTP_URL): {text}")
+            where = "your SMTP settings" if self.policy else "NUDGE_SMTP_URL"
+            return self.transient(f"relay refused us (check {where}): {text}")
         if 500 <= reply[0] < 600:
             return self.permanent(text, bounce=bounce)
         return self.transient(text)

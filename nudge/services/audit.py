@@ -11,7 +11,7 @@ ACTIONS = (
     "mfa.enabled", "mfa.disabled", "mfa.reset", "mfa.recovery_code_used", "mfa.recovery_codes_regenerated",
     "password.changed", "account.created", "account.updated", "account.email_confirmed", "signup.email_taken",
     "team.invited", "team.invitation_revoked", "team.joined", "team.role_changed", "team.removed",
-    "api_client.created", "api_client.revoked",
+    "api_client.created", "api_client.revoked", "api_client.handed_over",
     "sending.updated", "sending_domain.added", "sending_domain.removed", "sending_domain.verified",
     "sending_domain.unverified", "sending_domain.key_changed", "sender.added", "sender.confirmed", "sender.removed",
     "contact.exported",

@@ -14,12 +14,21 @@ ALWAYS = {"account:read"}
 
 SCOPES = ("campaigns:read", "campaigns:write", "contacts:read", "contacts:write",
           "automations:execute", "analytics:read", "account:admin")
+# Full access through the API, every setting included: only an owner may hand that to a program.
+OWNER_ONLY_SCOPES = ("account:admin",)
 
 
 def role_can(role, permission):
     grants = ROLE_PERMISSIONS.get(role, set())
     area = permission.split(":", 1)[0]
     return permission in ALWAYS or "*" in grants or area in grants or permission in grants
+
+
+def role_scopes(role):
+    """The API scopes a member with this role may give a client: those whose permission the role has
+    (account:admin only for owners). A client's tokens never carry more than its creator's current role's."""
+    return tuple(scope for scope in SCOPES
+                 if role_can(role, scope) and (scope not in OWNER_ONLY_SCOPES or role == "owner"))
 
 
 def scope_for(permission):

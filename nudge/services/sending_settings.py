@@ -21,7 +21,9 @@ from cryptography.exceptions import InvalidTag
 from flask import current_app
 
 from nudge.delivery import selection
+from nudge.delivery.destinations import REASON_WORDS, DestinationRefused
 from nudge.delivery.ses import SESProvider
+from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS, RelayPolicy
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Account, SendingConfig
@@ -243,15 +245,20 @@ def _host(value, field):
 
 
 def _clean_smtp(data, stored):
+    """The SMTP credentials from the form. The relay must be on the public internet on a mail port (the
+    account's relay is a tenant's choice: see relay_policy), and the stored password is reused only while
+    the host, port, encryption and user name stay the same: otherwise anyone signed in as an admin could
+    send the saved password to a server of their own."""
     tls = _text(data, "smtp_tls").strip().lower() or "starttls"
     username = _text(data, "smtp_username").strip()
+    policy = relay_policy(current_app.config)
+    keep_password = stored.get("password") if not _connection_changed(data, stored, tls, username) else None
     clean = validate_fields({
         "smtp_host": lambda: _host(_text(data, "smtp_host"), "smtp_host"),
         "smtp_tls": lambda: check_choice(tls, SMTP_TLS_MODES, "smtp_tls"),
-        "smtp_port": lambda: _port(_text(data, "smtp_port"), tls),
+        "smtp_port": lambda: _port(_text(data, "smtp_port"), tls, policy),
         "smtp_username": lambda: optional_text(username, "smtp_username", "User name", 255),
-        "smtp_password": lambda: (_secret(data, "smtp_password", stored.get("password"), "Password", strip=False)
-                                  if username else None),
+        "smtp_password": lambda: (_smtp_password(data, stored, keep_password) if username else None),
     })
     credentials = {"host": clean["smtp_host"], "port": clean["smtp_port"], "tls": tls,
                    "username": clean["smtp_username"], "password": clean["smtp_password"]}
@@ -259,16 +266,71 @@ def _clean_smtp(data, stored):
         smtp_settings(credentials)      # the same parser as NUDGE_SMTP_URL: what it accepts, the provider can use
     except ValueError as exc:
         raise field_error("smtp_host", str(exc).replace("NUDGE_SMTP_URL", "SMTP settings"))
+    _check_public_host(credentials["host"], credentials["port"], policy)
     return credentials
 
 
-def _port(value, tls):
+SMTP_CONNECTION_KEYS = ("host", "port", "tls", "username")
+PASSWORD_AGAIN = ("Enter the password again: it is needed when the host, port, encryption or user name "
+                  "changes.")
+
+
+def _connection_changed(data, stored, tls, username):
+    """Whether the form names another server or user than the stored credentials (compared as cleaned)."""
+    if not stored.get("password"):
+        return False
+    typed = {"tls": tls, "username": username or None}
+    try:
+        typed["host"] = _host(_text(data, "smtp_host"), "smtp_host")
+    except ValidationError:
+        return True
+    try:
+        typed["port"] = _port(_text(data, "smtp_port"), tls, None)
+    except ValidationError:
+        return True
+    return any(typed[key] != stored.get(key) for key in SMTP_CONNECTION_KEYS)
+
+
+def _smtp_password(data, stored, keep):
+    """The typed password, else the stored one when it may be kept."""
+    if not _text(data, "smtp_password") and stored.get("password") and keep is None:
+        raise field_error("smtp_password", PASSWORD_AGAIN)
+    return _secret(data, "smtp_password", keep, "Password", strip=False)
+
+
+def _port(value, tls, policy):
     value = value.strip()
     if not value:
         return SMTP_DEFAULT_PORTS.get(tls, 587)
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise field_error("smtp_port", "Enter a port between 1 and 65535 (usually 587, 465 or 25).")
+    refused = policy.port_refusal(int(value)) if policy else None
+    if refused:
+        raise field_error("smtp_port", refused[0].upper() + refused[1:] + ".")
     return int(value)
+
+
+def relay_policy(config):
+    """The rules an account's own SMTP relay follows (smtp.RelayPolicy): public addresses only unless
+    ACCOUNT_SMTP_ALLOW_PRIVATE (relays on the operator's LAN), ports ACCOUNT_SMTP_PORTS."""
+    return RelayPolicy(allow_private=bool(config.get("ACCOUNT_SMTP_ALLOW_PRIVATE")),
+                       ports=tuple(config.get("ACCOUNT_SMTP_PORTS") or ACCOUNT_SMTP_PORTS))
+
+
+def _check_public_host(host, port, policy):
+    """A field error on smtp_host unless the host resolves to allowed addresses only (checked again at each
+    connection, where it counts: DNS may answer differently later)."""
+    try:
+        policy.addresses(host, port)
+    except DestinationRefused as exc:
+        if exc.literal:
+            issue = f"This is {REASON_WORDS[exc.reason]}: your relay must be reachable on the public internet."
+        else:
+            # The same words whether the name is unknown or points inside a private network: which internal
+            # names exist is not the tenant's to learn.
+            issue = ("This host name does not resolve to public internet addresses: enter your provider's "
+                     "public SMTP host, e.g. smtp.example.com.")
+        raise field_error("smtp_host", issue)
 
 
 def smtp_url(credentials):
@@ -402,7 +464,7 @@ def build_provider(provider, credentials, config, name):
     """A provider instance for an account's credentials (explicit constructor arguments, never the environment)."""
     if provider == "smtp":
         from nudge.delivery.smtp import SMTPProvider
-        return SMTPProvider(settings=smtp_settings(credentials), name=name)
+        return SMTPProvider(settings=smtp_settings(credentials), name=name, policy=relay_policy(config))
     if provider == "ses":
         return AccountSESProvider(credentials["region"], credentials["access_key_id"],
                                   credentials["secret_access_key"], endpoint_url=config.get("SES_ENDPOINT_URL"),

@@ -1,6 +1,12 @@
-"""Team members of an account: invitations, roles, removal."""
+"""Team members of an account: invitations, roles, removal.
+
+Removing or demoting a member offers to revoke what they created that outlives their role: their active API
+clients and pending invitations (created_by_member lists them; remove_member and change_role revoke the ones
+chosen, in the same transaction). Clients kept at a removal are handed over to whoever removed the member.
+"""
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -9,7 +15,7 @@ from nudge.errors import Conflict, Forbidden, NotFound, field_error
 from nudge.extensions import db
 from nudge.models import ROLES, Account, Invitation, User
 from nudge.models.types import utcnow
-from nudge.services import audit, permissions
+from nudge.services import api_clients, audit, permissions
 from nudge.services.security import check_password_strength, hash_password, hash_token, new_token
 from nudge.services.validation import normalize_email, require_text, validate_fields
 
@@ -152,8 +158,39 @@ def accept_invitation(token, *, name, password, ip=None):
     return user
 
 
-def change_role(actor, member_id, role, *, ip=None):
-    """Give a member another role; the account always keeps at least one owner."""
+@dataclass(frozen=True)
+class CreatedByMember:
+    """What a member created that works without them: active API clients and pending invitations."""
+    member: User
+    api_clients: list
+    invitations: list
+
+    def __bool__(self):
+        return bool(self.api_clients or self.invitations)
+
+
+def created_by_member(actor, member_id):
+    """The active API clients and pending invitations a member created: what removing or demoting them
+    offers to revoke."""
+    permissions.require(actor, "team:write")
+    member = get_member(actor.account_id, member_id)
+    if member.role == "owner" and actor.role != "owner":
+        raise Forbidden(OWNER_ONLY)
+    invitations = db.session.scalars(
+        sa.select(Invitation).where(Invitation.account_id == actor.account_id, Invitation.invited_by == member.id,
+                                    Invitation.accepted_at.is_(None))
+        .order_by(Invitation.created_at.desc(), Invitation.id)).all()
+    return CreatedByMember(member, api_clients.created_by(actor.account_id, member.id), invitations)
+
+
+def is_demotion(before, after):
+    """Whether going from role `before` to `after` loses rights (ROLES runs from most to least)."""
+    return ROLES.index(after) > ROLES.index(before)
+
+
+def change_role(actor, member_id, role, *, revoke_clients=(), revoke_invitations=(), ip=None):
+    """Give a member another role; the account always keeps at least one owner. revoke_clients and
+    revoke_invitations (ids among created_by_member's) are revoked with the change."""
     permissions.require(actor, "team:write")
     role = _check_role(role)
     member = get_member(actor.account_id, member_id)
@@ -164,6 +201,8 @@ def change_role(actor, member_id, role, *, ip=None):
     if member.role == "owner":
         _require_another_owner(actor.account_id, member)
     before = member.role
+    why = "demoted" if is_demotion(before, role) else "role changed"
+    _revoke_created(actor, member, revoke_clients, revoke_invitations, why, ip)
     member.role = role
     audit.record("team.role_changed", account_id=actor.account_id, actor=actor, ip=ip,
                  resources=[f"user:{member.id}"], meta={"email": member.email, "from": before, "to": role})
@@ -171,8 +210,10 @@ def change_role(actor, member_id, role, *, ip=None):
     return member
 
 
-def remove_member(actor, member_id, *, ip=None):
-    """Delete a member's sign-in; the audit log keeps their name as a label."""
+def remove_member(actor, member_id, *, revoke_clients=(), revoke_invitations=(), ip=None):
+    """Delete a member's sign-in; the audit log keeps their name as a label. revoke_clients and
+    revoke_invitations (ids among created_by_member's) are revoked; their other active clients are handed
+    over to actor, narrowed to what they hold now."""
     permissions.require(actor, "team:write")
     member = get_member(actor.account_id, member_id)
     if member.id == actor.id:
@@ -181,12 +222,30 @@ def remove_member(actor, member_id, *, ip=None):
         raise Forbidden(OWNER_ONLY)
     if member.role == "owner":
         _require_another_owner(actor.account_id, member)
+    _revoke_created(actor, member, revoke_clients, revoke_invitations, "removed", ip)
+    api_clients.hand_over(actor, member, ip=ip)
     audit.record("team.removed", account_id=actor.account_id, actor=actor, ip=ip,
                  resources=[f"user:{member.id}"], meta={"email": member.email, "role": member.role})
     _detach_references(member.id)
     db.session.delete(member)
     db.session.commit()
     return member
+
+
+def _revoke_created(actor, member, client_ids, invitation_ids, why, ip):
+    """Revoke the chosen clients and invitations the member created (ids that are not theirs are ignored)."""
+    if client_ids:
+        api_clients.revoke_created_by(actor, member, client_ids, why=why, ip=ip)
+    wanted = {str(invitation_id) for invitation_id in invitation_ids or ()}
+    if not wanted:
+        return
+    for invitation in created_by_member(actor, member.id).invitations:
+        if str(invitation.id) in wanted:
+            audit.record("team.invitation_revoked", account_id=actor.account_id, actor=actor, ip=ip,
+                         resources=[f"invitation:{invitation.id}"],
+                         meta={"email": invitation.email, "role": invitation.role, "because": f"inviter {why}",
+                               "inviter": member.email})
+            db.session.delete(invitation)
 
 
 def _check_role(role):

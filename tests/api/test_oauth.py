@@ -166,3 +166,32 @@ def test_token_endpoint_limits_guessing_per_address(make_app, make_account, make
     response = other.post("/api/v1/oauth/token", data={
         "grant_type": "client_credentials", "client_id": api_client.client_id, "client_secret": secret})
     assert response.status_code == 200
+
+
+def test_a_demoted_creator_narrows_the_clients_tokens_at_once(client, make_account, make_user, app):
+    from nudge.services import api_clients, team
+    from tests.api.conftest import bearer, owner_of, request_token
+    account, _ = make_account()
+    creator = make_user(account, role="owner")
+    full, secret = api_clients.create_api_client(creator, name="Full", scopes=["account:admin", "contacts:read"])
+    only_admin, only_admin_secret = api_clients.create_api_client(creator, name="Admin", scopes=["account:admin"])
+    issued_before = request_token(client, full.client_id, secret)
+    assert client.put("/api/v1/account", json={"name": "Renamed"},
+                        headers=bearer(issued_before)).status_code == 200
+
+    team.change_role(owner_of(account), creator.id, "admin")
+
+    # A token issued before the demotion loses account:admin on its next request...
+    refused = client.put("/api/v1/account", json={"name": "Again"}, headers=bearer(issued_before))
+    assert refused.status_code == 403 and "account:admin" in refused.get_json()["error"]["message"]
+    assert client.get("/api/v1/contacts", headers=bearer(issued_before)).status_code == 200
+    # ...and new tokens no longer carry it.
+    response = client.post("/api/v1/oauth/token", data={"grant_type": "client_credentials",
+                                                         "client_id": full.client_id, "client_secret": secret})
+    assert response.status_code == 200 and response.get_json()["scope"] == "contacts:read"
+    asked = client.post("/api/v1/oauth/token", data={"grant_type": "client_credentials", "scope": "account:admin",
+                                                      "client_id": full.client_id, "client_secret": secret})
+    assert asked.status_code == 400 and asked.get_json()["error"] == "invalid_scope"
+    nothing_left = client.post("/api/v1/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": only_admin.client_id, "client_secret": only_admin_secret})
+    assert nothing_left.status_code == 400 and nothing_left.get_json()["error"] == "invalid_scope"

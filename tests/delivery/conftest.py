@@ -102,27 +102,25 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
-@pytest.fixture(scope="session")
-def certificate(tmp_path_factory):
-    """(cert path, key path) of a self-signed certificate for 127.0.0.1 and localhost."""
+def self_signed_certificate(folder, dns_names, ip_addresses=()):
+    """(cert path, key path) of a self-signed certificate for these names and addresses, written in folder."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])])
     now = datetime.datetime.now(datetime.timezone.utc)
+    alternative = [x509.DNSName(n) for n in dns_names] + [x509.IPAddress(ipaddress.ip_address(a)) for a in ip_addresses]
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.SubjectAlternativeName(alternative), False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256()))
-    folder = tmp_path_factory.mktemp("tls")
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -130,18 +128,25 @@ def certificate(tmp_path_factory):
     return str(cert_path), str(key_path)
 
 
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """(cert path, key path) of a self-signed certificate for 127.0.0.1 and localhost."""
+    return self_signed_certificate(tmp_path_factory.mktemp("tls"), ["localhost"], ["127.0.0.1"])
+
+
 @pytest.fixture
 def smtp_server(certificate):
-    """start(tls=None|"starttls"|"ssl", auth=False, pipelining=False) -> a running SMTPServer."""
+    """start(tls=None|"starttls"|"ssl", auth=False, pipelining=False, server_certificate=None) -> a running
+    SMTPServer (server_certificate: (cert, key) paths instead of the localhost one)."""
     started = []
 
-    def start(tls=None, auth=False, pipelining=False):
+    def start(tls=None, auth=False, pipelining=False, server_certificate=None):
         handler = RecordingHandler(pipelining=pipelining)
         port = free_port()
         options = {}
         if tls:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(*certificate)
+            context.load_cert_chain(*(server_certificate or certificate))
             options["ssl_context" if tls == "ssl" else "tls_context"] = context
             if tls == "starttls":
                 options["require_starttls"] = True

@@ -82,3 +82,54 @@ def test_other_account_cannot_see_or_revoke(make_account):
         api_clients.get_api_client(account_b.id, client.id)
     assert api_clients.list_api_clients(account_b.id) == []
     assert api_clients.authenticate_client(client.client_id, secret).is_active
+
+
+# --- Scopes bounded by the creator's role ----------------------------------------------------------
+
+def test_each_role_may_give_only_the_scopes_it_has():
+    from nudge.services.permissions import SCOPES, role_scopes
+    assert role_scopes("owner") == SCOPES
+    assert role_scopes("admin") == tuple(s for s in SCOPES if s != "account:admin")
+    assert role_scopes("marketer") == tuple(s for s in SCOPES if s != "account:admin")
+    assert role_scopes("viewer") == ("campaigns:read", "contacts:read", "analytics:read")
+
+
+def test_account_admin_is_owner_only(make_account, make_user):
+    account, owner = make_account()
+    admin = make_user(account, role="admin")
+    with pytest.raises(ValidationError) as exc:
+        api_clients.create_api_client(admin, name="Full", scopes=["contacts:read", "account:admin"])
+    assert exc.value.details == [{"field": "scopes",
+                                  "issue": "Your role (admin) cannot give account:admin: only an owner can."}]
+    assert api_clients.list_api_clients(account.id) == []
+    every_other = [s for s in api_clients.permissions.SCOPES if s != "account:admin"]
+    client, _ = api_clients.create_api_client(admin, name="Sync", scopes=every_other)
+    assert client.scopes == sorted(every_other)
+    client, _ = api_clients.create_api_client(owner, name="Full", scopes=["account:admin"])
+    assert client.scopes == ["account:admin"]
+
+
+def test_tokens_get_the_clients_scopes_the_creators_current_role_allows(make_account, make_user):
+    from nudge.services import team
+    account, owner = make_account()
+    other_owner = make_user(account, role="owner")
+    full, _ = api_clients.create_api_client(other_owner, name="Full", scopes=["account:admin", "contacts:write"])
+    admin = make_user(account, role="admin")
+    writer, _ = api_clients.create_api_client(admin, name="Writer", scopes=["contacts:read", "contacts:write"])
+    assert api_clients.effective_scopes(full) == ["account:admin", "contacts:write"]
+
+    team.change_role(owner, other_owner.id, "admin")
+    team.change_role(owner, admin.id, "viewer")
+    assert api_clients.effective_scopes(full) == ["contacts:write"]
+    assert api_clients.effective_scopes(writer) == ["contacts:read"]
+    assert full.scopes == ["account:admin", "contacts:write"]       # stored as given: promoting back restores it
+    team.change_role(owner, other_owner.id, "owner")
+    assert api_clients.effective_scopes(full) == ["account:admin", "contacts:write"]
+
+
+def test_a_client_whose_creator_is_gone_holds_at_most_an_admins_scopes(make_account, make_user):
+    account, owner = make_account()
+    client, _ = api_clients.create_api_client(owner, name="Old", scopes=["account:admin", "analytics:read"])
+    db.session.execute(sa.update(ApiClient).where(ApiClient.id == client.id).values(created_by=None))
+    db.session.commit()
+    assert api_clients.effective_scopes(db.session.get(ApiClient, client.id)) == ["analytics:read"]

@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from nudge.delivery import FailoverSender
 from nudge.delivery.message import OutgoingMessage, compose_message, new_message_id
 from nudge.delivery.outbox import OutboxProvider
-from nudge.delivery.smtp import SMTPProvider
+from nudge.delivery.smtp import ACCOUNT_SMTP_PORTS, SMTPProvider
 from nudge.errors import Forbidden, NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import AuditLog, SendingConfig
@@ -26,7 +26,8 @@ from tests.delivery.conftest import PASSWORD as SMTP_PASSWORD
 from tests.delivery.conftest import USERNAME as SMTP_USERNAME
 from tests.delivery.conftest import RecordingHandler, _authenticator, free_port
 
-SMTP = {"provider": "smtp", "smtp_host": "smtp.relay.example", "smtp_port": "587", "smtp_tls": "starttls",
+# A public address (example.com's) rather than a name: a name would be looked up in DNS, which tests never use.
+SMTP = {"provider": "smtp", "smtp_host": "93.184.215.14", "smtp_port": "587", "smtp_tls": "starttls",
         "smtp_username": "mailer@shop.example", "smtp_password": "Sup3r-Secret:pw/%"}
 SES = {"provider": "ses", "ses_region": "eu-west-1", "ses_access_key_id": "AKIAACCOUNTKEY000001",
        "ses_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYACCOUNTKEY"}
@@ -49,14 +50,24 @@ def dns_for(name, value):
     return lambda query, timeout=5: value.encode() if query.decode().rstrip(".") == name else b""
 
 
+def lan_relay(config, port):
+    """Let account relays use a loopback address and this port, as ACCOUNT_SMTP_ALLOW_PRIVATE does for a relay
+    on the operator's LAN (the tests' aiosmtpd listens on 127.0.0.1, on a free port). Returns config."""
+    config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = True
+    config["ACCOUNT_SMTP_PORTS"] = (*ACCOUNT_SMTP_PORTS, port)
+    return config
+
+
 @pytest.fixture
-def smtp_relay():
-    """A real SMTP server on loopback (aiosmtpd) that asks for AUTH over a plain connection; .messages."""
+def smtp_relay(app):
+    """A real SMTP server on loopback (aiosmtpd) that asks for AUTH over a plain connection; .messages.
+    The app lets account relays use it (lan_relay)."""
     servers = []
 
     def start(auth=True):
         handler = RecordingHandler()
         port = free_port()
+        lan_relay(app.config, port)
         options = {"authenticator": _authenticator, "auth_require_tls": False} if auth else {}
         controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.new_event_loop(), **options)
         controller.start()
@@ -81,11 +92,11 @@ def test_smtp_credentials_are_encrypted_at_rest_and_never_described(make_account
     service.update_settings(owner, account.id, SMTP)
     row = stored_row(account.id)
     assert row["provider"] == "smtp"
-    for secret in ("Sup3r-Secret", "mailer@shop.example", "smtp.relay.example"):
+    for secret in ("Sup3r-Secret", "mailer@shop.example", "93.184.215.14"):
         assert secret not in row["credentials_encrypted"]
     described = service.describe(service.get_settings(account.id))
     assert "Sup3r-Secret" not in json.dumps(described, default=str)
-    assert described["fields"]["smtp_host"] == "smtp.relay.example"
+    assert described["fields"]["smtp_host"] == "93.184.215.14"
     assert described["fields"]["smtp_username"] == "mailer@shop.example"
     assert "smtp_password" not in described["fields"] and described["saved_secrets"] == {"smtp_password"}
 
@@ -93,10 +104,10 @@ def test_smtp_credentials_are_encrypted_at_rest_and_never_described(make_account
 def test_a_blank_secret_keeps_the_saved_one(make_account):
     account, owner = make_account()
     service.update_settings(owner, account.id, SMTP)
-    service.update_settings(owner, account.id, {**SMTP, "smtp_port": "2525", "smtp_password": ""})
+    service.update_settings(owner, account.id, {**SMTP, "smtp_password": ""})
     names, factory = service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": "/tmp"})
     provider = factory("account-smtp")
-    assert (provider.settings.port, provider.settings.password) == (2525, "Sup3r-Secret:pw/%")
+    assert (provider.settings.port, provider.settings.password) == (587, "Sup3r-Secret:pw/%")
 
     service.update_settings(owner, account.id, {"provider": "sendgrid", "sendgrid_api_key": SENDGRID_KEY})
     service.update_settings(owner, account.id, {"provider": "sendgrid", "sendgrid_api_key": ""})
@@ -145,11 +156,12 @@ def test_invalid_smtp_settings_are_rejected_field_by_field(make_account):
     assert db.session.scalar(sa.select(sa.func.count()).select_from(SendingConfig)) == 0
 
 
-def test_smtp_defaults_port_by_encryption_and_accepts_relays_without_sign_in(make_account):
+def test_smtp_defaults_port_by_encryption_and_accepts_relays_without_sign_in(app, make_account):
     account, owner = make_account()
-    service.update_settings(owner, account.id, {"provider": "smtp", "smtp_host": "Relay.Example.", "smtp_tls": "ssl"})
+    app.config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = True       # "localhost" resolves without DNS
+    service.update_settings(owner, account.id, {"provider": "smtp", "smtp_host": "LocalHost.", "smtp_tls": "ssl"})
     settings = service.smtp_settings(service._decrypt_json(service.get_settings(account.id).credentials_encrypted))
-    assert (settings.host, settings.port, settings.tls, settings.username) == ("relay.example", 465, "ssl", None)
+    assert (settings.host, settings.port, settings.tls, settings.username) == ("localhost", 465, "ssl", None)
 
 
 def test_invalid_ses_and_sendgrid_credentials_are_rejected(make_account):
@@ -234,7 +246,7 @@ def test_account_provider_comes_first_then_the_server_chain(make_account, tmp_pa
     assert names == ["account-smtp", "smtp", "outbox"]
     own, server = factory("account-smtp"), factory("smtp")
     assert isinstance(own, SMTPProvider) and own.name == "account-smtp"
-    assert own.settings.host == "smtp.relay.example" and own.settings.username == "mailer@shop.example"
+    assert own.settings.host == "93.184.215.14" and own.settings.username == "mailer@shop.example"
     assert server.name == "smtp" and server.settings.host == "server-relay.example"
     assert isinstance(factory("outbox"), OutboxProvider)
     assert "Sup3r" not in repr(own)
@@ -244,7 +256,8 @@ def test_a_send_through_the_account_smtp_provider_reaches_the_relay(make_account
     relay = smtp_relay(auth=True)
     account, owner = make_account()
     service.update_settings(owner, account.id, relay_settings(relay.port))
-    names, factory = service.account_providers(account.id, "marketing", 10, {"INSTANCE_PATH": str(tmp_path)})
+    names, factory = service.account_providers(account.id, "marketing", 10,
+                                               lan_relay({"INSTANCE_PATH": str(tmp_path)}, relay.port))
     message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Spring sale",
                               html="<p>Hi Ann</p>", text="Hi Ann", message_id=new_message_id("shop.example"))
     sender = FailoverSender(names, factory)
@@ -257,10 +270,12 @@ def test_a_send_through_the_account_smtp_provider_reaches_the_relay(make_account
     assert b"Subject: Spring sale" in relay.messages[0].content
 
 
-def test_when_the_account_relay_is_down_the_server_chain_takes_over(make_account, tmp_path):
+def test_when_the_account_relay_is_down_the_server_chain_takes_over(app, make_account, tmp_path):
     account, owner = make_account()
-    service.update_settings(owner, account.id, relay_settings(free_port()))
-    names, factory = service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": str(tmp_path)})
+    port = free_port()
+    lan_relay(app.config, port)
+    service.update_settings(owner, account.id, relay_settings(port))
+    names, factory = service.account_providers(account.id, "test", 1, lan_relay({"INSTANCE_PATH": str(tmp_path)}, port))
     message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hi",
                               html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"),
                               account_id=str(account.id))
@@ -359,3 +374,99 @@ def test_server_providers_are_described_without_credentials(tmp_path):
     text = json.dumps(described)
     assert "mail.example.com:2525" in text and "eu-west-1" in text
     assert "hunter2" not in text and "relay@x" not in text and "relay%40x" not in text and "SG.server" not in text
+
+
+# --- The account's relay is a tenant's choice: the public internet only, mail ports only -------------
+
+@pytest.mark.parametrize("host, issue", [
+    ("127.0.0.1", "This is a loopback address: your relay must be reachable on the public internet."),
+    ("::1", "This is a loopback address"), ("[::ffff:127.0.0.1]", "This is a loopback address"),
+    ("10.0.0.5", "This is a private address"), ("192.168.1.20", "This is a private address"),
+    ("fd00::25", "This is a private address"),
+    ("169.254.169.254", "This is a link-local address"), ("fe80::1", "This is a link-local address"),
+    ("224.0.0.9", "This is a multicast address"), ("0.0.0.0", "This is an unspecified address"),
+    ("localhost", "This host name does not resolve to public internet addresses"),
+])
+def test_a_relay_on_a_private_address_is_refused_when_saved(make_account, host, issue):
+    account, owner = make_account()
+    with pytest.raises(ValidationError) as exc:
+        service.update_settings(owner, account.id, {**SMTP, "smtp_host": host})
+    assert issues(exc)["smtp_host"].startswith(issue)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(SendingConfig)) == 0
+
+
+@pytest.mark.parametrize("port", ["22", "80", "3306", "6379", "8025"])
+def test_a_relay_port_other_than_the_mail_ports_is_refused_when_saved(make_account, port):
+    account, owner = make_account()
+    with pytest.raises(ValidationError) as exc:
+        service.update_settings(owner, account.id, {**SMTP, "smtp_port": port})
+    assert issues(exc) == {"smtp_port": f"Port {port} is not allowed for an SMTP relay (use 25, 465, 587 or 2525)."}
+
+
+@pytest.mark.parametrize("port", ["25", "465", "587", "2525"])
+def test_the_mail_ports_are_allowed(make_account, port):
+    account, owner = make_account()
+    service.update_settings(owner, account.id, {**SMTP, "smtp_port": port})
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_port"] == port
+
+
+def test_allow_private_lets_an_operator_use_a_relay_on_the_lan(app, make_account):
+    account, owner = make_account()
+    app.config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = True
+    service.update_settings(owner, account.id, {**SMTP, "smtp_host": "10.0.0.5"})
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_host"] == "10.0.0.5"
+    with pytest.raises(ValidationError):           # the ports stay restricted
+        service.update_settings(owner, account.id, {**SMTP, "smtp_host": "10.0.0.5", "smtp_port": "6379"})
+
+
+def test_settings_saved_before_are_refused_at_connect_time(app, make_account, smtp_relay, tmp_path):
+    """A relay saved while private addresses were allowed (or before this check existed) is refused when the
+    provider connects: nothing reaches the loopback server, and the server's chain takes the email."""
+    relay = smtp_relay(auth=True)
+    account, owner = make_account()
+    service.update_settings(owner, account.id, relay_settings(relay.port))
+    app.config["ACCOUNT_SMTP_ALLOW_PRIVATE"] = False
+    config = {"INSTANCE_PATH": str(tmp_path), "ACCOUNT_SMTP_PORTS": app.config["ACCOUNT_SMTP_PORTS"]}
+    names, factory = service.account_providers(account.id, "test", 1, config)
+    message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hi",
+                              html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"),
+                              account_id=str(account.id))
+    own = factory("account-smtp")
+    result = own.send(message, compose_message(message))
+    assert result.status == "transient"
+    assert result.error == (f"cannot connect to 127.0.0.1:{relay.port}: the relay's address is a loopback address, "
+                            "not a public internet one")
+    assert relay.peers == set() and relay.messages == []
+    port_config = {"INSTANCE_PATH": str(tmp_path), "ACCOUNT_SMTP_ALLOW_PRIVATE": True}     # default ports
+    result = service.account_providers(account.id, "test", 1, port_config)[1]("account-smtp").send(
+        message, compose_message(message))
+    assert f"port {relay.port} is not allowed" in result.error and relay.peers == set()
+
+
+def test_the_relays_own_words_are_never_shown(app, make_account, smtp_relay):
+    relay = smtp_relay(auth=True)
+    account, owner = make_account(email="owner@shop.example")
+    service.update_settings(owner, account.id, relay_settings(relay.port, smtp_password="not-the-password"))
+    names, factory = service.account_providers(account.id, "test", 1, dict(app.config))
+    message = OutgoingMessage(from_email="news@shop.example", to_email="ann@example.org", subject="Hi",
+                              html="<p>Hi</p>", text="Hi", message_id=new_message_id("shop.example"))
+    error = factory("account-smtp").send(message, compose_message(message)).error
+    assert error == (f"cannot connect to 127.0.0.1:{relay.port}: authentication failed (535 5.7.8): "
+                     "check the user name and password")
+    assert "credentials invalid" not in error.lower()
+
+
+# --- Changing where the password goes needs the password -------------------------------------------
+
+@pytest.mark.parametrize("change", [{"smtp_host": "93.184.216.34"}, {"smtp_port": "2525"}, {"smtp_tls": "ssl"},
+                                    {"smtp_username": "someone-else"}])
+def test_changing_host_port_tls_or_user_needs_the_password_again(make_account, change):
+    account, owner = make_account()
+    service.update_settings(owner, account.id, SMTP)
+    with pytest.raises(ValidationError) as exc:
+        service.update_settings(owner, account.id, {**SMTP, **change, "smtp_password": ""})
+    assert issues(exc) == {"smtp_password": service.PASSWORD_AGAIN}
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_host"] == SMTP["smtp_host"]
+    service.update_settings(owner, account.id, {**SMTP, **change, "smtp_password": "typed-again"})
+    names, factory = service.account_providers(account.id, "test", 1, {"INSTANCE_PATH": "/tmp"})
+    assert factory("account-smtp").settings.password == "typed-again"

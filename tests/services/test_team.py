@@ -185,7 +185,7 @@ def test_removing_a_member_keeps_their_invitations_and_clients(make_account, mak
     team.remove_member(owner, admin.id)
     db.session.expire_all()
     assert db.session.get(Invitation, invitation.id).invited_by is None
-    assert api_clients.get_api_client(account.id, client.id).created_by is None
+    assert api_clients.get_api_client(account.id, client.id).created_by == owner.id     # handed over
 
 
 @pytest.mark.parametrize("role", ["marketer", "viewer"])
@@ -232,3 +232,93 @@ def test_members_are_listed_owners_first(make_account, make_user):
     viewer = make_user(account, role="viewer", name="Aaron")
     admin = make_user(account, role="admin", name="Zed")
     assert [m.id for m in team.list_members(account.id)] == [owner.id, admin.id, viewer.id]
+
+
+# --- What a removed or demoted member created ------------------------------------------------------
+
+def _admin_with_grants(make_account, make_user):
+    """An account whose admin created two API clients and two pending invitations (and the owner one of each)."""
+    from nudge.services import api_clients
+    account, owner = make_account()
+    admin = make_user(account, role="admin")
+    sync, sync_secret = api_clients.create_api_client(admin, name="Sync", scopes=["contacts:write"])
+    report, report_secret = api_clients.create_api_client(admin, name="Reports", scopes=["analytics:read"])
+    api_clients.create_api_client(owner, name="Owner's", scopes=["account:admin"])
+    first, _ = team.invite_member(admin, "friend@example.org", "admin")
+    second, _ = team.invite_member(admin, "other@example.org", "viewer")
+    team.invite_member(owner, "owners-pick@example.org", "viewer")
+    return account, owner, admin, (sync, sync_secret), (report, report_secret), (first, second)
+
+
+def test_the_clients_and_invitations_a_member_created_are_listed(make_account, make_user):
+    account, owner, admin, (sync, _), (report, _), (first, second) = _admin_with_grants(make_account, make_user)
+    created = team.created_by_member(owner, admin.id)
+    assert created.member.id == admin.id
+    assert {c.id for c in created.api_clients} == {sync.id, report.id}
+    assert {i.id for i in created.invitations} == {first.id, second.id}
+    assert not team.created_by_member(owner, make_user(account, role="viewer").id)
+    other_account, other_owner = make_account()
+    with pytest.raises(NotFound):
+        team.created_by_member(other_owner, admin.id)
+    with pytest.raises(Forbidden):
+        team.created_by_member(make_user(account, role="marketer"), admin.id)
+
+
+def test_removing_a_member_revokes_what_was_chosen_and_hands_over_the_rest(make_account, make_user):
+    from nudge.errors import AuthenticationFailed
+    from nudge.models import ApiClient
+    from nudge.services import api_clients
+    account, owner, admin, (sync, sync_secret), (report, report_secret), (first, second) = \
+        _admin_with_grants(make_account, make_user)
+
+    team.remove_member(owner, admin.id, revoke_clients=[str(sync.id)], revoke_invitations=[first.id], ip="192.0.2.4")
+
+    with pytest.raises(AuthenticationFailed):
+        api_clients.authenticate_client(sync.client_id, sync_secret)
+    kept = api_clients.authenticate_client(report.client_id, report_secret)
+    assert kept.created_by == owner.id and kept.scopes == ["analytics:read"]
+    assert db.session.get(Invitation, first.id) is None and db.session.get(Invitation, second.id) is not None
+    revoked = db.session.scalars(audit.list_entries(account.id, action="api_client.revoked")).one()
+    assert revoked.meta["because"] == "creator removed" and revoked.ip_address == "192.0.2.4"
+    withdrawn = db.session.scalars(audit.list_entries(account.id, action="team.invitation_revoked")).one()
+    assert withdrawn.meta["email"] == "friend@example.org" and withdrawn.meta["because"] == "inviter removed"
+    handed = db.session.scalars(audit.list_entries(account.id, action="api_client.handed_over")).one()
+    assert handed.meta == {"name": "Reports", "from": admin.email, "scopes": ["analytics:read"]}
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ApiClient)
+                             .where(ApiClient.revoked_at.is_(None))) == 2      # Reports and the owner's
+
+
+def test_a_handed_over_client_keeps_only_what_it_held(make_account, make_user):
+    """A client made before scopes were bounded (an admin's account:admin) does not gain it by going to an owner."""
+    from nudge.models import ApiClient
+    from nudge.services import api_clients
+    account, owner = make_account()
+    admin = make_user(account, role="admin")
+    old, _ = api_clients.create_api_client(owner, name="Old", scopes=["account:admin", "contacts:read"])
+    db.session.execute(sa.update(ApiClient).where(ApiClient.id == old.id).values(created_by=admin.id))
+    db.session.commit()
+    team.remove_member(owner, admin.id)
+    kept = db.session.get(ApiClient, old.id)
+    assert kept.created_by == owner.id and kept.scopes == ["contacts:read"]
+    assert api_clients.effective_scopes(kept) == ["contacts:read"]
+
+
+def test_demoting_a_member_revokes_what_was_chosen(make_account, make_user):
+    from nudge.services import api_clients
+    account, owner, admin, (sync, _), (report, _), (first, second) = _admin_with_grants(make_account, make_user)
+    team.change_role(owner, admin.id, "viewer", revoke_clients=[sync.id, uuid.uuid4()], revoke_invitations=[second.id])
+    assert {c.id for c in api_clients.created_by(account.id, admin.id)} == {report.id}
+    assert db.session.get(Invitation, second.id) is None and db.session.get(Invitation, first.id) is not None
+    assert db.session.scalars(audit.list_entries(account.id, action="api_client.revoked")).one().meta["because"] \
+        == "creator demoted"
+    assert api_clients.effective_scopes(report) == ["analytics:read"]
+
+
+def test_ids_of_someone_elses_clients_and_invitations_are_ignored(make_account, make_user):
+    from nudge.services import api_clients
+    account, owner, admin, _, _, _ = _admin_with_grants(make_account, make_user)
+    owners_client = [c for c in api_clients.list_api_clients(account.id) if c.name == "Owner's"][0]
+    owners_invitation = db.session.scalar(sa.select(Invitation).where(Invitation.email == "owners-pick@example.org"))
+    team.remove_member(owner, admin.id, revoke_clients=[owners_client.id], revoke_invitations=[owners_invitation.id])
+    assert api_clients.active_client(owners_client.client_id) is not None
+    assert db.session.get(Invitation, owners_invitation.id) is not None

@@ -4,6 +4,7 @@ endpoints (CSRF on, no session), into contacts, suppressions, events and the cam
 import base64
 import datetime as dt
 import json
+import time
 import uuid
 
 import pytest
@@ -23,6 +24,8 @@ CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-012345
 SUBSCRIBE_URL = ("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription"
                  "&TopicArn=arn:aws:sns:eu-west-1:123456789012:ses-feedback&Token=2336412f37")
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:ses-feedback"
+OTHER_TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-feedback-us"
+STRANGER_TOPIC = "arn:aws:sns:eu-west-1:999999999999:anyone-can-make-a-topic"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,8 @@ class FakeFetch:
 
 @pytest.fixture
 def app(make_app, sendgrid_key):
-    return make_app(WTF_CSRF_ENABLED=True, SENDGRID_WEBHOOK_PUBLIC_KEY=sendgrid_key[1])
+    return make_app(WTF_CSRF_ENABLED=True, SENDGRID_WEBHOOK_PUBLIC_KEY=sendgrid_key[1],
+                    SES_SNS_TOPICS=frozenset({TOPIC, OTHER_TOPIC}))
 
 
 @pytest.fixture
@@ -192,6 +196,35 @@ def test_certificates_come_only_from_sns_hosts(client, fetch, shop, sns_key, url
     assert fetch.urls == [] and state(ann) == ("active", None)
 
 
+@pytest.mark.parametrize("message_type", ["Notification", "SubscriptionConfirmation"])
+def test_a_topic_not_listed_is_refused_before_anything_is_fetched(client, fetch, shop, sns_key, message_type):
+    """Anyone can create an SNS topic and subscribe /hooks/ses to it; Amazon signs its messages validly."""
+    _, campaign, (ann, _), (to_ann, _) = shop
+    fields = {"Message": ses_bounce(to_ann)} if message_type == "Notification" else {}
+    response = post_sns(client, sns_message(sns_key[0], message_type, TopicArn=STRANGER_TOPIC, **fields))
+    assert response.status_code == 403
+    assert "NUDGE_SES_SNS_TOPICS" in response.get_json()["error"]["message"]
+    assert fetch.urls == []         # neither the certificate nor the SubscribeURL
+    assert state(ann) == ("active", None) and counts(campaign) == (0, 0)
+
+
+def test_every_listed_topic_is_heard(client, fetch, shop, sns_key):
+    _, _, (ann, _), (to_ann, _) = shop
+    response = post_sns(client, sns_message(sns_key[0], TopicArn=OTHER_TOPIC, Message=ses_bounce(to_ann)))
+    assert response.status_code == 200 and state(ann) == ("bounced", "hard_bounce")
+
+
+def test_without_listed_topics_every_sns_message_is_refused(make_app, make_account, sns_key):
+    app = make_app(SES_SNS_TOPICS=frozenset())
+    fake = FakeFetch(sns_key[1])
+    app.extensions["nudge.sns"] = SNS(fetch=fake)
+    for message_type, fields in (("Notification", {"Message": "{}"}), ("SubscriptionConfirmation", {})):
+        response = post_sns(app.test_client(), sns_message(sns_key[0], message_type, **fields))
+        assert response.status_code == 403
+        assert "no topic is listed in NUDGE_SES_SNS_TOPICS" in response.get_json()["error"]["message"]
+    assert fake.urls == []
+
+
 def test_a_certificate_that_did_not_sign_is_refused(client, fetch, shop, sns_key):
     _, _, (ann, _), (to_ann, _) = shop
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -245,7 +278,8 @@ def test_an_sns_bounce_naming_another_accounts_contact_touches_nothing_there(cli
 
 # --- SendGrid ------------------------------------------------------------------------------------
 
-def signed(key, events, timestamp="1764324000"):
+def signed(key, events, timestamp=None):
+    timestamp = str(int(time.time())) if timestamp is None else timestamp
     body = json.dumps(events).encode()
     signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     return body, {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
@@ -304,7 +338,7 @@ def test_a_bad_sendgrid_signature_is_403(client, shop, sendgrid_key, change):
     if change == "body":
         body = body.replace(b"spamreport", b"spamreporT")
     elif change == "timestamp":
-        headers["X-Twilio-Email-Event-Webhook-Timestamp"] = "1764324001"
+        headers["X-Twilio-Email-Event-Webhook-Timestamp"] = str(int(headers["X-Twilio-Email-Event-Webhook-Timestamp"]) + 1)
     elif change == "signature":
         headers["X-Twilio-Email-Event-Webhook-Signature"] = "bm90IGEgc2lnbmF0dXJl"
     else:
@@ -315,12 +349,37 @@ def test_a_bad_sendgrid_signature_is_403(client, shop, sendgrid_key, change):
 
 
 def test_a_signed_but_malformed_sendgrid_body_is_400(client, sendgrid_key):
+    now = str(int(time.time()))
     for payload in (b"{not json", b'{"event": "bounce"}'):
-        signature = sendgrid_key[0].sign(b"1" + payload, ec.ECDSA(hashes.SHA256()))
+        signature = sendgrid_key[0].sign(now.encode() + payload, ec.ECDSA(hashes.SHA256()))
         response = post_sendgrid(client, payload, {
             "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
-            "X-Twilio-Email-Event-Webhook-Timestamp": "1"})
+            "X-Twilio-Email-Event-Webhook-Timestamp": now})
         assert response.status_code == 400
+
+
+@pytest.mark.parametrize("age, accepted", [(-301, False), (-290, True), (290, True), (301, False),
+                                           (-86400, False)])
+def test_signed_sendgrid_events_older_or_newer_than_five_minutes_are_refused(client, shop, sendgrid_key, age,
+                                                                            accepted):
+    """A captured request replayed later is refused even though its signature is good. (age: the
+    timestamp's distance from now in seconds, negative in the past.)"""
+    _, campaign, (ann, _), (to_ann, _) = shop
+    body, headers = signed(sendgrid_key[0], [{"event": "spamreport", "email": "ann@example.org",
+                                              "sg_event_id": "r", "nudge_message_id": str(to_ann.id)}],
+                           timestamp=str(int(time.time()) + age))
+    response = post_sendgrid(client, body, headers)
+    if accepted:
+        assert response.status_code == 200 and state(ann) == ("complained", "complaint")
+    else:
+        assert response.status_code == 403 and state(ann) == ("active", None)
+        assert "more than 5 minutes from now" in response.get_json()["error"]["message"]
+
+
+@pytest.mark.parametrize("timestamp", ["", "soon", "-5", "1e9", "99999999999999999999"])
+def test_a_sendgrid_timestamp_that_is_not_unix_seconds_is_refused(client, sendgrid_key, timestamp):
+    body, headers = signed(sendgrid_key[0], [], timestamp=timestamp)
+    assert post_sendgrid(client, body, headers).status_code == 403
 
 
 def test_sendgrid_events_are_refused_without_a_configured_key(make_app, sendgrid_key):
@@ -345,7 +404,8 @@ def test_a_pem_public_key_works_too(make_app, sendgrid_key, shop):
 # --- Settings → Sending --------------------------------------------------------------------------
 
 def test_the_sending_page_shows_the_webhook_addresses_and_recent_counts(make_app, make_account, login, sns_key):
-    app = make_app(BASE_URL="https://mail.shop.example", SENDGRID_WEBHOOK_PUBLIC_KEY=None)
+    app = make_app(BASE_URL="https://mail.shop.example", SENDGRID_WEBHOOK_PUBLIC_KEY=None,
+                   SES_SNS_TOPICS=frozenset({TOPIC}))
     app.extensions["nudge.sns"] = SNS(fetch=FakeFetch(sns_key[1]))
     client = app.test_client()
     account, owner = make_account()
@@ -366,3 +426,12 @@ def test_the_sending_page_shows_the_webhook_addresses_and_recent_counts(make_app
     assert "https://mail.shop.example/hooks/ses" in html and "https://mail.shop.example/hooks/sendgrid" in html
     assert 'id="bounces-hard">1<' in html and 'id="bounces-complaints">0<' in html
     assert "NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY" in html      # not set: the page says what is missing
+
+
+def test_the_sending_page_says_when_no_sns_topic_is_listed(make_app, make_account, login):
+    app = make_app(SES_SNS_TOPICS=frozenset())
+    client = app.test_client()
+    account, owner = make_account()
+    login(client, owner)
+    html = " ".join(client.get("/settings/sending/").get_data(as_text=True).split())
+    assert "NUDGE_SES_SNS_TOPICS): until it is listed there, Amazon SNS messages are refused" in html

@@ -12,10 +12,11 @@ from nudge.services import sending_domains
 from nudge.services import sending_settings as service
 from tests.conftest import PASSWORD, totp_code
 from tests.delivery.conftest import RecordingHandler, free_port
+from tests.services.test_sending_settings import lan_relay
 
 HTMX = {"HX-Request": "true"}
 PAGE = "/settings/sending/"
-SMTP = {"provider": "smtp", "smtp_host": "smtp.relay.example", "smtp_port": "", "smtp_tls": "starttls",
+SMTP = {"provider": "smtp", "smtp_host": "93.184.215.14", "smtp_port": "", "smtp_tls": "starttls",
         "smtp_username": "mailer", "smtp_password": "Pa55-word-never-shown"}
 
 
@@ -28,9 +29,10 @@ def owner_client(client, make_account, login):
 
 
 @pytest.fixture
-def relay():
+def relay(app):
     handler = RecordingHandler()
     port = free_port()
+    lan_relay(app.config, port)
     controller = Controller(handler, hostname="127.0.0.1", port=port, loop=asyncio.new_event_loop())
     controller.start()
     handler.port = port
@@ -57,7 +59,7 @@ def test_saving_smtp_never_renders_the_password_back(owner_client):
     html = response.get_data(as_text=True)
     assert response.status_code == 200 and "<html" not in html and 'id="sending-provider"' in html
     assert "Sending provider saved" in response.headers["HX-Trigger"]
-    assert 'value="smtp.relay.example"' in html and 'value="587"' in html
+    assert 'value="93.184.215.14"' in html and 'value="587"' in html
     assert "Pa55-word" not in html and "Saved — leave blank to keep it" in html
     page = owner_client.get(PAGE).get_data(as_text=True)
     assert "Pa55-word" not in page
@@ -122,16 +124,20 @@ def test_a_failed_test_email_says_why(make_app, make_account, login, tmp_path):
     client = app.test_client()
     account, owner = make_account()
     login(client, owner)
+    port = free_port()
+    lan_relay(app.config, port)
     client.post(PAGE + "provider", data={"provider": "smtp", "smtp_host": "127.0.0.1",
-                                         "smtp_port": str(free_port()), "smtp_tls": "none"})
+                                         "smtp_port": str(port), "smtp_tls": "none"})
     html = client.post(PAGE + "test", headers=HTMX).get_data(as_text=True)
     assert "Not sent (no provider could take it right now)" in html
     assert "account-smtp: cannot connect to 127.0.0.1" in html and "smtp: cannot connect" in html
 
 
-def test_a_test_email_that_fell_back_to_the_server_says_so(owner_client, tmp_path):
+def test_a_test_email_that_fell_back_to_the_server_says_so(app, owner_client, tmp_path):
+    port = free_port()
+    lan_relay(app.config, port)
     owner_client.post(PAGE + "provider", data={"provider": "smtp", "smtp_host": "127.0.0.1",
-                                               "smtp_port": str(free_port()), "smtp_tls": "none"})
+                                               "smtp_port": str(port), "smtp_tls": "none"})
     html = owner_client.post(PAGE + "test", headers=HTMX).get_data(as_text=True)
     assert 'class="flash flash-warning"' in html and "through <code class=\"mono\">outbox</code>" in html
     assert "Your own provider, <code class=\"mono\">account-smtp</code>, could not take it right now" in html
@@ -149,24 +155,24 @@ def test_marketers_and_viewers_get_403(client, make_account, make_user, login, r
         assert client.post(PAGE + path, data=data).status_code == 403
     assert 'href="/settings/sending/"' not in client.get("/settings/account").get_data(as_text=True)
     assert service.get_settings(account.id).pause_bounce_rate is None
-    assert "smtp.relay.example" in str(service.describe(service.get_settings(account.id)))
+    assert "93.184.215.14" in str(service.describe(service.get_settings(account.id)))
 
 
 def test_an_admin_may_and_another_account_sees_only_its_own(client, make_account, make_user, login):
     account, owner = make_account()
     service.update_settings(owner, account.id, SMTP)
     login(client, make_user(account, role="admin"))
-    assert "smtp.relay.example" in client.get(PAGE).get_data(as_text=True)
+    assert "93.184.215.14" in client.get(PAGE).get_data(as_text=True)
 
     other_client = client.application.test_client()
     other, other_owner = make_account()
     login(other_client, other_owner)
     html = other_client.get(PAGE).get_data(as_text=True)
-    assert "smtp.relay.example" not in html
-    other_client.post(PAGE + "provider", data={**SMTP, "smtp_host": "other.example"})
+    assert "93.184.215.14" not in html
+    other_client.post(PAGE + "provider", data={**SMTP, "smtp_host": "93.184.216.34"})
     db.session.expire_all()
-    assert service.describe(service.get_settings(account.id))["fields"]["smtp_host"] == "smtp.relay.example"
-    assert service.describe(service.get_settings(other.id))["fields"]["smtp_host"] == "other.example"
+    assert service.describe(service.get_settings(account.id))["fields"]["smtp_host"] == "93.184.215.14"
+    assert service.describe(service.get_settings(other.id))["fields"]["smtp_host"] == "93.184.216.34"
 
 
 def test_forms_need_the_csrf_token(make_app, make_account, login):
@@ -186,3 +192,30 @@ def test_forms_need_the_csrf_token(make_app, make_account, login):
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
     assert client.post(PAGE + "provider", data={**SMTP, "csrf_token": token}).status_code == 303
     assert service.get_settings(account.id).provider == "smtp"
+
+
+def test_a_private_relay_or_another_port_comes_back_with_a_clear_error(owner_client):
+    response = owner_client.post(PAGE + "provider", headers=HTMX, data={**SMTP, "smtp_host": "169.254.169.254",
+                                                                         "smtp_port": "8025"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert re.search(r'id="smtp_port-error">Port 8025 is not allowed for an SMTP relay \(use 25, 465, 587 or '
+                     r'2525\)\.<', html)
+    assert service.get_settings(owner_client.account.id).provider is None
+    response = owner_client.post(PAGE + "provider", headers=HTMX, data={**SMTP, "smtp_host": "169.254.169.254"})
+    assert ('id="smtp_host-error">This is a link-local address: your relay must be reachable on the public '
+            'internet.<') in response.get_data(as_text=True)
+    assert "25, 465, 587, 2525 are allowed" in owner_client.get(PAGE + "provider-fields?provider=smtp").get_data(
+        as_text=True)
+
+
+def test_changing_the_relay_without_typing_the_password_again_is_refused(owner_client):
+    owner_client.post(PAGE + "provider", data=SMTP)
+    page = owner_client.get(PAGE).get_data(as_text=True)
+    assert "Type it again when you change the host, port, encryption or user name." in page
+    response = owner_client.post(PAGE + "provider", headers=HTMX,
+                                 data={**SMTP, "smtp_host": "93.184.216.34", "smtp_password": ""})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert f'id="smtp_password-error">{service.PASSWORD_AGAIN}<' in html
+    assert service.describe(service.get_settings(owner_client.account.id))["fields"]["smtp_host"] == SMTP["smtp_host"]

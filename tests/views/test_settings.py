@@ -173,6 +173,31 @@ def test_admin_manages_api_clients(client, make_account, make_user, login):
     assert response.status_code == 201
 
 
+def test_an_admin_is_offered_and_given_only_the_scopes_an_admin_has(client, make_account, make_user, login):
+    account, owner = make_account()
+    admin = make_user(account, role="admin")
+    login(client, admin)
+    page = client.get("/settings/api-clients").get_data(as_text=True)
+    assert 'value="contacts:write"' in page and 'value="account:admin"' not in page
+    assert "only an owner can give" in page
+    response = client.post("/settings/api-clients", data={"name": "Sneaky", "scopes": ["account:admin"]},
+                           headers=HTMX)
+    assert response.status_code == 422
+    assert "cannot give account:admin: only an owner can." in response.get_data(as_text=True)
+    assert api_clients.list_api_clients(account.id) == []
+
+
+def test_the_list_crosses_out_scopes_beyond_the_creators_current_role(client, make_account, make_user, login):
+    from nudge.services import team
+    account, owner = make_account()
+    other = make_user(account, role="owner")
+    api_clients.create_api_client(other, name="Full", scopes=["account:admin", "contacts:read"])
+    team.change_role(owner, other.id, "admin")
+    login(client, owner)
+    page = client.get("/settings/api-clients").get_data(as_text=True)
+    assert "<s>account:admin</s>" in page and "<s>contacts:read</s>" not in page
+
+
 @pytest.mark.parametrize("role", ["marketer", "viewer"])
 def test_marketer_and_viewer_get_403_on_restricted_settings(client, make_account, make_user, login, role):
     account, owner = make_account()

@@ -261,3 +261,83 @@ def test_invite_and_accept_need_csrf_token(make_app, make_account, login):
     response = guest.post(f"/settings/team/join/{token}", data={"name": "C", "password": PASSWORD})
     assert response.status_code == 400
     assert db.session.scalar(sa.select(User).where(User.email == "csrf@example.com")) is None
+
+
+# --- Removing or demoting a member who created API clients and invitations -------------------------
+
+def _admin_who_created_things(make_account, make_user):
+    from nudge.services import api_clients
+    account, owner = make_account()
+    admin = make_user(account, role="admin", email="ada@example.com")
+    sync, _ = api_clients.create_api_client(admin, name="Shop sync", scopes=["contacts:write"])
+    reports, _ = api_clients.create_api_client(admin, name="BI reports", scopes=["analytics:read"])
+    invitation, _ = team.invite_member(admin, "friend@example.org", "admin")
+    return account, owner, admin, sync, reports, invitation
+
+
+def test_removing_a_member_first_lists_what_they_created_then_revokes_the_checked(client, make_account, make_user,
+                                                                                  login):
+    from nudge.services import api_clients
+    account, owner, admin, sync, reports, invitation = _admin_who_created_things(make_account, make_user)
+    login(client, owner)
+
+    step = client.post(f"/settings/team/{admin.id}/remove", headers=HTMX)
+    html = step.get_data(as_text=True)
+    assert step.status_code == 200 and 'id="team-confirm"' in html and "<html" not in html
+    assert "Shop sync" in html and "BI reports" in html and "friend@example.org" in html
+    assert f'name="revoke_clients" value="{sync.id}" checked' in html
+    assert f'name="revoke_invitations" value="{invitation.id}" checked' in html
+    assert db.session.get(User, admin.id) is not None          # nothing happened yet
+
+    done = client.post(f"/settings/team/{admin.id}/remove", headers=HTMX, data={
+        "confirmed": "1", "revoke_clients": [str(sync.id)], "revoke_invitations": [str(invitation.id)]})
+    assert done.status_code == 204 and done.headers["HX-Redirect"] == "/settings/team"
+    assert db.session.get(User, admin.id) is None
+    assert api_clients.active_client(sync.client_id) is None
+    assert api_clients.active_client(reports.client_id).created_by == owner.id
+    assert db.session.get(Invitation, invitation.id) is None
+    assert [e.meta["name"] for e in entries(account.id, "api_client.revoked")] == ["Shop sync"]
+    assert entries(account.id, "team.invitation_revoked")[0].meta["inviter"] == "ada@example.com"
+    assert "was removed" in client.get("/settings/team").get_data(as_text=True)
+
+
+def test_the_confirm_step_works_without_javascript(client, make_account, make_user, login):
+    from nudge.services import api_clients
+    account, owner, admin, sync, reports, invitation = _admin_who_created_things(make_account, make_user)
+    login(client, owner)
+    page = client.post(f"/settings/team/{admin.id}/role", data={"role": "viewer"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "<html" in html and "Make" in html and "a viewer?" in html
+    assert db.session.get(User, admin.id).role == "admin"
+    response = client.post(f"/settings/team/{admin.id}/role", data={"role": "viewer", "confirmed": "1",
+                                                                    "revoke_clients": [str(reports.id)]})
+    assert response.status_code == 303
+    assert db.session.get(User, admin.id).role == "viewer"
+    assert api_clients.active_client(reports.client_id) is None
+    assert api_clients.active_client(sync.client_id) is not None       # kept, but a viewer cannot write
+    assert api_clients.effective_scopes(api_clients.active_client(sync.client_id)) == []
+    assert db.session.get(Invitation, invitation.id) is not None
+
+
+def test_a_promotion_or_a_member_who_created_nothing_needs_no_confirm_step(client, make_account, make_user, login):
+    account, owner, admin, _, _, _ = _admin_who_created_things(make_account, make_user)
+    plain = make_user(account, role="marketer")
+    login(client, owner)
+    assert client.post(f"/settings/team/{admin.id}/role", data={"role": "owner"}).status_code == 303
+    assert db.session.get(User, admin.id).role == "owner"
+    assert client.post(f"/settings/team/{plain.id}/role", data={"role": "viewer"}).status_code == 303
+    assert client.post(f"/settings/team/{plain.id}/remove").status_code == 303
+    assert db.session.get(User, plain.id) is None
+
+
+def test_an_admin_gets_no_confirm_step_for_an_owner(client, make_account, make_user, login):
+    from nudge.services import api_clients
+    account, owner = make_account()
+    other_owner = make_user(account, role="owner")
+    api_clients.create_api_client(other_owner, name="Secret integration", scopes=["account:admin"])
+    admin = make_user(account, role="admin")
+    login(client, admin)
+    for path, data in ((f"/settings/team/{other_owner.id}/remove", {}),
+                       (f"/settings/team/{other_owner.id}/role", {"role": "viewer"})):
+        response = client.post(path, data=data)
+        assert response.status_code == 403 and "Secret integration" not in response.get_data(as_text=True)

@@ -192,8 +192,8 @@ def authenticate(scope=None):
     account = _claims_account() if client is not None else None
     if client is None or account is None or not isinstance(claims.get("scopes"), list):
         return unauthorized(f"Invalid access token. {TOKEN_HINT}")
-    # A token never carries more than its client holds now.
-    scopes = frozenset(s for s in claims["scopes"] if s in set(client.scopes or []))
+    # A token never carries more than its client holds now, nor more than its creator's role allows now.
+    scopes = frozenset(claims["scopes"]) & frozenset(api_clients.effective_scopes(client))
     g.api_actor = ApiActor(account.id, client.client_id, scopes)
     if not scope_granted(g.api_actor, scope):
         needed = scope_for(scope)

@@ -114,7 +114,11 @@ def _client_credentials(params):
 
 
 def _granted_scopes(client, requested):
-    held = sorted(set(client.scopes or []))
+    # What the client holds that its creator's role still allows (a demoted creator narrows it).
+    held = api_clients.effective_scopes(client)
+    if not held:
+        raise OAuthError("invalid_scope", "None of this client's scopes is allowed by its creator's role any more; "
+                         "ask an owner or admin for a new client.")
     if requested is None:
         return held
     wanted = requested.split()
