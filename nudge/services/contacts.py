@@ -498,7 +498,7 @@ def _change_status(contact, status, reason=None, campaign_id=None, source=None):
 
 
 def change_status_for_unsubscribe(contact, *, campaign_id, source):
-    """A recipient unsubscribed from an email (link, one-click or mailto); the caller commits."""
+    """A recipient unsubscribed from an email (the unsubscribe page or one-click); the caller commits."""
     _change_status(contact, "unsubscribed", campaign_id=campaign_id, source=source)
 
 
