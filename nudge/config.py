@@ -90,6 +90,25 @@ def parse_encryption_keys(raw):
     return keys
 
 
+# The signing (first) tracking key's least length: tokens are public, so a short key could be guessed offline.
+TRACKING_KEY_MIN_LENGTH = 16
+
+
+def parse_tracking_keys(raw):
+    """NUDGE_TRACKING_KEYS: comma-separated secrets of the tracking links, the first signs and all verify.
+    None when unset: the links are then signed with a key derived from the secret key (as before the
+    variable existed), so links already sent keep working with no configuration change."""
+    if raw is None or not raw.strip():
+        return None
+    keys = [part.strip() for part in raw.split(",") if part.strip()]
+    if not keys:
+        raise ValueError("NUDGE_TRACKING_KEYS is empty")
+    if len(keys[0]) < TRACKING_KEY_MIN_LENGTH:
+        raise ValueError(f"the first NUDGE_TRACKING_KEYS entry signs new links: it must be at least "
+                         f"{TRACKING_KEY_MIN_LENGTH} characters (a long random string)")
+    return keys
+
+
 def parse_signup_mode(raw):
     """NUDGE_SIGNUP: first (default: the install's first account only), invite (closed) or open (hosted)."""
     mode = (raw or "first").strip().lower()
@@ -151,6 +170,9 @@ def load_config(environ=None):
         "INSTANCE_PATH": path,
         "SECRET_KEY": secret_key,
         "ENCRYPTION_KEYS": parse_encryption_keys(encryption_keys),
+        # None: derived from SECRET_KEY when used (services/tracking.py), so tests and tools that set their own
+        # SECRET_KEY sign with it.
+        "TRACKING_KEYS": parse_tracking_keys(environ.get("NUDGE_TRACKING_KEYS")),
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": database_engine_options(database_url),
         "REDIS_URL": redis_url,

@@ -3,7 +3,8 @@ recording stand-in for the sending pipeline's entry points where a test checks w
 import datetime as dt
 
 from nudge.extensions import db
-from nudge.models import Contact
+from nudge.models import Campaign, Contact, Message
+from nudge.models.types import utcnow
 from nudge.services import campaigns
 
 READY_HTML = ("<html><body><p>Hello {{ contact.first_name | default('there') }}</p>"
@@ -72,3 +73,22 @@ def fake_pipeline(monkeypatch):
     fake = FakePipeline()
     monkeypatch.setattr(campaigns, "_pipeline", lambda: fake)
     return fake
+
+
+SENT_HTML = ("<html><body><p>Hello {{{{ contact.email }}}}</p><p><a href=\"{link}\">Shop</a></p>"
+             "<p><a href=\"{{{{ unsubscribe_url }}}}\">Unsubscribe</a></p></body></html>")
+
+
+def sent_message(account, contact, *, link="https://shop.example/spring"):
+    """A sent campaign with one tracked link and its message to contact, as the sending pipeline leaves them
+    (the rows only: no mail leaves). Returns (campaign, message)."""
+    campaign = Campaign(account_id=account.id, name="Spring", subject="Spring", from_email="news@shop.example",
+                        from_name="Shop News", content_html=SENT_HTML.format(link=link), links=[link], status="sent",
+                        started_at=utcnow(), sent_at=utcnow(), recipient_count=1, sent_count=1)
+    db.session.add(campaign)
+    db.session.flush()
+    message = Message(account_id=account.id, campaign_id=campaign.id, contact_id=contact.id, email=contact.email,
+                      status="sent", sent_at=utcnow())
+    db.session.add(message)
+    db.session.commit()
+    return campaign, message

@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from nudge.config import load_config, normalize_database_url, parse_encryption_keys
+from nudge.config import load_config, normalize_database_url, parse_encryption_keys, parse_tracking_keys
 
 
 def test_secrets_are_generated_once_into_the_instance_folder(tmp_path):
@@ -45,6 +45,20 @@ def test_bad_encryption_keys_are_refused():
         parse_encryption_keys(base64.urlsafe_b64encode(b"short").decode())
     with pytest.raises(ValueError):
         parse_encryption_keys(" , ")
+
+
+def test_tracking_keys_are_read_first_signing_and_unset_by_default(tmp_path):
+    config = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path),
+                          "NUDGE_TRACKING_KEYS": " new-tracking-secret-0123 , old-secret-key ,"})
+    assert config["TRACKING_KEYS"] == ["new-tracking-secret-0123", "old-secret-key"]
+    assert load_config({"NUDGE_INSTANCE_PATH": str(tmp_path)})["TRACKING_KEYS"] is None  # derived from the secret key
+    assert parse_tracking_keys("  ") is None
+
+
+@pytest.mark.parametrize("raw", [" , ", "short,a-long-enough-old-secret-key"])
+def test_bad_tracking_keys_are_refused(raw):
+    with pytest.raises(ValueError, match="NUDGE_TRACKING_KEYS"):
+        parse_tracking_keys(raw)
 
 
 def test_postgres_urls_use_psycopg2():

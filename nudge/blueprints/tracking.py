@@ -15,6 +15,9 @@ bp = Blueprint("tracking", __name__)
 
 PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_CACHE = "no-store, no-cache, must-revalidate, max-age=0, private"
+# The preferences page of a recipient's status: a contact deleted since ("removed") is offered the
+# unsubscribe button, which suppresses the address.
+PREFERENCES_STATE = {"unsubscribed": "unsubscribed", "removed": "confirm"}
 
 
 def _ids_or_404(token):
@@ -86,7 +89,7 @@ def unsubscribe(token):
     POST: from that page, or RFC 8058 one-click from the mailbox provider (List-Unsubscribe=One-Click)."""
     message = _message_or_404(token)
     if request.method == "GET":
-        state = "unsubscribed" if _status(message) == "unsubscribed" else "confirm"
+        state = "unsubscribed" if tracking.recipient_status(message) == "unsubscribed" else "confirm"
         return _preferences_page(token, message, state)
     one_click = request.form.get("List-Unsubscribe") == "One-Click"
     ip, user_agent = _client()
@@ -104,7 +107,7 @@ def preferences(token):
     if request.method == "POST" and request.form.get("action") == "subscribe":
         state = "resubscribed" if tracking.resubscribe(message.id) else "cannot_resubscribe"
         return _preferences_page(token, message, state)
-    return _preferences_page(token, message, "unsubscribed" if _status(message) == "unsubscribed" else "subscribed")
+    return _preferences_page(token, message, PREFERENCES_STATE.get(tracking.recipient_status(message), "subscribed"))
 
 
 def _message_or_404(token):
@@ -113,11 +116,6 @@ def _message_or_404(token):
     if message is None:
         abort(404)
     return message
-
-
-def _status(message):
-    contact = tracking.contact_for(message)
-    return contact.status if contact is not None else "unsubscribed"
 
 
 def _preferences_page(token, message, state):

@@ -6,8 +6,8 @@ Pure delivery, no database: the campaign pipeline records each SendResult. See d
 """
 from nudge.delivery.base import PERMANENT, SENT, TRANSIENT, PerThread, Provider, SendResult
 from nudge.delivery.message import (
-    OutgoingMessage, compose, compose_message, compose_skeleton, dkim_sign, message_id_for, new_message_id,
-    parse_message_id,
+    OutgoingMessage, compose, compose_message, compose_skeleton, dkim_sign, list_unsubscribe_headers, message_id_for,
+    new_message_id, parse_message_id,
 )
 from nudge.delivery.ratelimit import DomainLimiter
 from nudge.delivery.selection import (
@@ -16,7 +16,8 @@ from nudge.delivery.selection import (
 
 __all__ = [
     "PERMANENT", "SENT", "TRANSIENT", "PerThread", "Provider", "SendResult", "OutgoingMessage", "compose",
-    "compose_message", "compose_skeleton", "dkim_sign", "message_id_for", "new_message_id", "parse_message_id",
+    "compose_message", "compose_skeleton", "dkim_sign", "list_unsubscribe_headers", "message_id_for",
+    "new_message_id", "parse_message_id",
     "DomainLimiter", "FailoverSender", "configured_providers", "make_provider", "provider_factory",
     "providers_for",
 ]

@@ -52,7 +52,7 @@ class OutgoingMessage:
     from_name: str = ""
     to_name: str = ""
     reply_to: str | None = None
-    # Extra headers in order, e.g. ("List-Unsubscribe", "<https://…>, <mailto:…>").
+    # Extra headers in order, e.g. list_unsubscribe_headers(url) and ("X-Nudge-Message-Id", "…").
     headers: list = field(default_factory=list)
     # The SMTP envelope sender (Return-Path, where bounces go); the From address when None.
     envelope_from: str | None = None
@@ -101,6 +101,15 @@ def parse_message_id(message_id):
     if _ID_PART.fullmatch(campaign_id) and _ID_PART.fullmatch(contact_id):
         return campaign_id, contact_id
     return None
+
+
+def list_unsubscribe_headers(unsubscribe_url):
+    """The unsubscribe headers of a marketing email: RFC 2369's List-Unsubscribe with the https URL only, and
+    RFC 8058's List-Unsubscribe-Post, so the mailbox provider's button unsubscribes with one POST.
+
+    No mailto: nothing reads replies to an unsubscribe mailbox, and a header must only offer what works."""
+    return [("List-Unsubscribe", f"<{unsubscribe_url}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
 
 
 def new_message_id(domain):

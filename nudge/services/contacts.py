@@ -498,8 +498,20 @@ def _change_status(contact, status, reason=None, campaign_id=None, source=None):
 
 
 def change_status_for_unsubscribe(contact, *, campaign_id, source):
-    """A recipient unsubscribed from an email (link, one-click or mailto); the caller commits."""
+    """A recipient unsubscribed from an email (the unsubscribe page or one-click); the caller commits."""
     _change_status(contact, "unsubscribed", campaign_id=campaign_id, source=source)
+
+
+def keep_unsubscribed_when_restored(contact, *, campaign_id, source):
+    """A deleted (still restorable) contact unsubscribed from an email sent before: it stays deleted, and a
+    restore brings it back unsubscribed (a bounced or complained status stays as it was). The caller
+    suppresses the address and commits."""
+    if (contact.status_before_delete or "active") != "active":
+        return
+    contact.status_before_delete = "unsubscribed"
+    contact.unsubscribed_at = utcnow()
+    events.emit(contact.account_id, "contact.unsubscribed", contact_id=contact.id, campaign_id=campaign_id,
+                data={"previous_status": "deleted", "source": source})
 
 
 def change_status_for_resubscribe(contact, *, campaign_id):

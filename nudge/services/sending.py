@@ -639,10 +639,8 @@ class CampaignContent:
 
     def outgoing(self, message, contact):
         """The OutgoingMessage of one recipient, with the compliance and bounce-matching headers."""
-        from nudge.delivery.message import OutgoingMessage, message_id_for
+        from nudge.delivery.message import OutgoingMessage, list_unsubscribe_headers, message_id_for
         subject, html, text, context = self.render(message, contact)
-        mailto = f"mailto:{self.from_email}?subject=unsubscribe" if self.from_email else None
-        unsubscribe_header = f"<{context['unsubscribe_url']}>" + (f", <{mailto}>" if mailto else "")
         to_name = " ".join(part for part in ((contact or {}).get("first_name"), (contact or {}).get("last_name"))
                            if part)
         return OutgoingMessage(
@@ -650,9 +648,7 @@ class CampaignContent:
             reply_to=self.reply_to,
             subject=subject, html=html, text=text,
             message_id=message_id_for(self.campaign_id, message.contact_id or message.id, self.domain),
-            headers=[("List-Unsubscribe", unsubscribe_header),
-                     ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-                     ("X-Nudge-Message-Id", str(message.id))],
+            headers=[*list_unsubscribe_headers(context["unsubscribe_url"]), ("X-Nudge-Message-Id", str(message.id))],
             account_id=self.account_key)
 
 

@@ -36,6 +36,26 @@ def suppress(account_id, emails, reason, note=None):
     return max(result.rowcount or 0, 0)
 
 
+def _spellings(email):
+    """The address as written and lower-cased: the forms a suppression of it may be stored in (both match
+    the unique index, where lower(email) would not)."""
+    return list(dict.fromkeys((email, email.lower())))
+
+
+def is_address_suppressed(account_id, email):
+    """Whether the address is on the list, as written or lower-cased."""
+    return db.session.scalar(sa.select(sa.func.count()).select_from(Suppression).where(
+        Suppression.account_id == account_id, Suppression.email.in_(_spellings(email)))) > 0
+
+
+def suppress_address(account_id, email, reason, note=None):
+    """Suppress one address known without its contact (the contact was purged), stored lower-cased: the
+    address's identity, so it stops mail to the address in any case once imported again. True when new."""
+    if is_address_suppressed(account_id, email):
+        return False
+    return suppress(account_id, [email.lower()], reason, note) == 1
+
+
 # --- Managing the list (dashboard and API) -------------------------------------------------------
 
 MAX_BULK = 100000

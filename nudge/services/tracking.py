@@ -5,8 +5,12 @@ One signature per message (not per link): a token is the message id, the campaig
 of both, and a click URL adds the link's index into the campaign's stored link list (cached per process,
 so a redirect reads nothing from the database). Tampering with the index can only
 lead to another link of the same email; tampering with the token gets a 404. No open redirect is possible:
-the target always comes from the campaign's own content."""
+the target always comes from the campaign's own content.
+
+Keys: the first of NUDGE_TRACKING_KEYS signs, every one listed verifies (rotation without breaking the links
+in mailboxes); unset, the one key is derived from NUDGE_SECRET_KEY as it always was."""
 import base64
+import functools
 import hashlib
 import hmac
 import html as html_text
@@ -19,7 +23,7 @@ from flask import current_app
 from nudge.extensions import db
 from nudge.models import Campaign, Contact, Message
 from nudge.models.types import utcnow
-from nudge.services import events
+from nudge.services import events, suppressions
 
 MAC_BYTES = 12
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{59}$")
@@ -34,10 +38,27 @@ SENT_OPEN_PIXEL = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["'][^"']*/t/o/[A-Za-z0
 SENT_CLICK_URL = re.compile(r"""(["'])[^"'\s]*/t/c/([A-Za-z0-9_-]{59})/(\d+)\1""")
 
 
-def signing_key():
-    """The key of the tracking tokens' signatures (derived from NUDGE_SECRET_KEY); senders keep it per campaign."""
-    secret = current_app.config["SECRET_KEY"]
+def _derived(secret):
+    """The HMAC key of one secret: how tracking keys have always been derived from NUDGE_SECRET_KEY."""
     return hashlib.sha256(b"nudge-tracking:" + (secret.encode() if isinstance(secret, str) else secret)).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _derived_keys(entries):
+    return tuple(_derived(entry) for entry in entries)
+
+
+def tracking_keys():
+    """Every key a tracking token may be signed with, the signing one first: NUDGE_TRACKING_KEYS, else the
+    one derived from NUDGE_SECRET_KEY (so rotating the secret key with the old one listed here keeps links
+    already sent working)."""
+    entries = current_app.config.get("TRACKING_KEYS") or [current_app.config["SECRET_KEY"]]
+    return _derived_keys(tuple(entries))
+
+
+def signing_key():
+    """The key new tracking tokens are signed with; senders keep it per campaign."""
+    return tracking_keys()[0]
 
 
 def _b64(data):
@@ -61,7 +82,8 @@ def ids_from(token):
         return None
     data = base64.urlsafe_b64decode(token + "=")
     raw, mac = data[:32], data[32:]
-    if not hmac.compare_digest(hmac.new(signing_key(), raw, hashlib.sha256).digest()[:MAC_BYTES], mac):
+    if not any(hmac.compare_digest(hmac.new(key, raw, hashlib.sha256).digest()[:MAC_BYTES], mac)
+               for key in tracking_keys()):
         return None
     return uuid.UUID(bytes=raw[:16]), uuid.UUID(bytes=raw[16:])
 
@@ -191,20 +213,47 @@ def record_click(message_id, url, *, ip=None, user_agent=None, when=None):
 
 
 def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
-    """Unsubscribe the message's contact (suppressed for good) and count it on the campaign once.
-    Returns the contact's email, or None when there is nothing to unsubscribe."""
+    """Unsubscribe the message's recipient for good and count it on the campaign once: their contact, or,
+    when the contact was deleted or purged since the email left, the address the email went to.
+    Returns that address, or None when the token's message is gone."""
     from nudge.services.contacts import change_status_for_unsubscribe
     message = message_for(message_id)
-    if message is None or message.contact_id is None:
+    if message is None:
         return None
-    contact = db.session.get(Contact, message.contact_id)
-    if contact is None:
-        return None
-    if contact.status != "unsubscribed":
-        change_status_for_unsubscribe(contact, campaign_id=message.campaign_id, source=source)
+    contact = contact_for(message)
+    if contact is not None and contact.status != "deleted":
+        changed = contact.status != "unsubscribed"
+        if changed:
+            change_status_for_unsubscribe(contact, campaign_id=message.campaign_id, source=source)
+        address = contact.email
+    else:
+        changed = _unsubscribe_address(message, contact, source)
+        address = message.email
+    if changed:
         _bump(message.campaign_id, unsubscribed_count=1)
     db.session.commit()
-    return contact.email
+    return address
+
+
+def _unsubscribe_address(message, contact, source):
+    """The recipient's contact is deleted (restorable) or purged: suppress the address the message went to, so
+    neither a later import of it nor a restore mails it again. The token names the message, and the message
+    row keeps its address after its contact is purged (contact_id is set null), so no URL carries an address.
+    True when the address was not suppressed yet."""
+    from nudge.services.contacts import keep_unsubscribed_when_restored
+    if contact is not None:
+        keep_unsubscribed_when_restored(contact, campaign_id=message.campaign_id, source=source)
+    return suppressions.suppress_address(message.account_id, message.email, "unsubscribed",
+                                         note=f"Unsubscribed from an email ({source}) after the contact was deleted.")
+
+
+def recipient_status(message):
+    """The subscription the recipient's pages show: their contact's status while the contact exists; once it is
+    deleted or purged, "unsubscribed" when the address is suppressed, else "removed"."""
+    contact = contact_for(message)
+    if contact is not None and contact.status != "deleted":
+        return contact.status
+    return "unsubscribed" if suppressions.is_address_suppressed(message.account_id, message.email) else "removed"
 
 
 def resubscribe(message_id):

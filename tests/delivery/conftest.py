@@ -181,7 +181,7 @@ TEXT = "Bonjour {name},\n\nVoici l'offre: https://shop.example/c/abc\n.dot at li
 @pytest.fixture
 def make_message():
     """make_message(to_email, **fields) -> a personalised OutgoingMessage like a campaign's."""
-    from nudge.delivery.message import OutgoingMessage, message_id_for
+    from nudge.delivery.message import OutgoingMessage, list_unsubscribe_headers, message_id_for
 
     def make(to_email="ann@example.org", **fields):
         name = fields.pop("to_name", "Ann Oñate")
@@ -191,9 +191,7 @@ def make_message():
             subject=f"Nouveautés pour {name} ✨", html=HTML.format(name=name), text=TEXT.format(name=name),
             message_id=message_id_for("c0ffee", contact, "shop.example"),
             reply_to="help@shop.example",
-            headers=[("List-Unsubscribe",
-                      "<https://shop.example/u/tok123>, <mailto:unsub@shop.example?subject=tok123>"),
-                     ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            headers=[*list_unsubscribe_headers("https://shop.example/t/u/tok123"),
                      ("X-Nudge-Message-Id", "m-" + contact)])
         values.update(fields)
         return OutgoingMessage(**values)

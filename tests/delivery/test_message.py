@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from nudge.delivery.message import (
     BASE64, QUOTED_PRINTABLE, InvalidAddress, OutgoingMessage, compose, compose_message, compose_skeleton,
-    dkim_public_record, dkim_sign, message_id_for, new_message_id, parse_message_id,
+    dkim_public_record, dkim_sign, list_unsubscribe_headers, message_id_for, new_message_id, parse_message_id,
 )
 
 
@@ -45,7 +45,7 @@ def test_composed_message_parses_back_to_what_was_given(make_message, encoding):
     assert parsed["To"].addresses[0].addr_spec == "ann@example.org"
     assert parsed["Reply-To"].addresses[0].addr_spec == "help@shop.example"
     assert parsed["Message-ID"] == "<c0ffee.ann@shop.example>"
-    assert parsed["List-Unsubscribe"] == "<https://shop.example/u/tok123>, <mailto:unsub@shop.example?subject=tok123>"
+    assert parsed["List-Unsubscribe"] == "<https://shop.example/t/u/tok123>"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["X-Nudge-Message-Id"] == "m-ann"
     assert parsed["X-Campaign"] == "March"
@@ -59,6 +59,13 @@ def test_composed_message_parses_back_to_what_was_given(make_message, encoding):
     assert body(parsed, "html") == message.html
     assert not parsed.defects and not any(p.defects for p in parts)
     assert max(len(line) for line in lines(raw)) <= 78
+
+
+def test_list_unsubscribe_offers_only_the_one_click_url_the_product_processes():
+    """No mailto: the product reads no mailbox, so only the RFC 8058 https URL is advertised, with its POST."""
+    url = "https://mail.shop.example/t/u/" + "A" * 59
+    assert list_unsubscribe_headers(url) == [("List-Unsubscribe", f"<{url}>"),
+                                              ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")]
 
 
 def test_headers_fold_and_encode_and_never_inject(make_message):
