@@ -11,7 +11,7 @@ from nudge.delivery.outbox import list_outbox, read_message
 from nudge.errors import EmailNotConfirmed, NotFound, SignupClosed, ValidationError
 from nudge.extensions import db
 from nudge.models import Account, AuditLog, FirstSignup, User
-from nudge.services import accounts, campaigns, signup
+from nudge.services import accounts, campaigns, sending_domains, signup
 from tests.campaign_helpers import add_contacts, fake_pipeline, ready_campaign
 from tests.conftest import PASSWORD
 
@@ -145,6 +145,9 @@ def test_an_unconfirmed_account_may_not_send_schedule_or_test(make_app, monkeypa
 
     signup.confirm_email(signup.confirmation_token(account))
     assert not any(item["code"] == "email_unconfirmed" for item in campaigns.readiness(campaign, account))
+    # Open sign-up also requires a verified From (services/sending_domains.py): confirm this one address.
+    sender = sending_domains.add_sender(owner, campaign.from_email)
+    sending_domains.confirm_sender(sending_domains.confirm_link(sender).rpartition("/")[2])
     campaigns.send_test(owner, campaign.id, ["me@acme.example"])
     campaigns.send_now(owner, campaign.id)
     assert pipeline.names() == ["send_test", "start_send"]
