@@ -15,6 +15,7 @@ from nudge.models import Contact, EmailEvent, SegmentMember
 from nudge.models.types import iso, utcnow
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import events, permissions, suppressions
+from nudge.services.addresses import same_address
 from nudge.services.dialect import is_postgres, tags_contain_all, tags_contain_any, tags_with, tags_without
 from nudge.services.tags import normalize_tags
 from nudge.services.validation import normalize_email, optional_text
@@ -93,7 +94,7 @@ def contacts_query(account_id, filters=None):
     else:
         query = query.where(Contact.status != "deleted")
     if filters.get("email"):
-        query = query.where(sa.func.lower(Contact.email) == filters["email"].strip().lower())
+        query = query.where(same_address(Contact.email, filters["email"].strip()))
     if filters.get("q"):
         pattern = _like_pattern(filters["q"].strip())
         full_name = sa.func.coalesce(Contact.first_name, "") + " " + sa.func.coalesce(Contact.last_name, "")
@@ -398,15 +399,16 @@ def _commit_unique():
 
 
 def create_contact(actor, data, *, source="api"):
-    """Create a contact (or revive a deleted one with the same address). Returns the Contact."""
+    """Create a contact (or revive a deleted one with the same address in any case). Returns the Contact."""
     permissions.require(actor, "contacts:write")
     account_id = actor.account_id
     fields = custom_fields_service.definitions(account_id)
     clean = _clean(data, fields, partial=False)
     email = clean["email"]
-    existing = db.session.scalar(sa.select(Contact).where(Contact.account_id == account_id, Contact.email == email))
+    existing = db.session.scalar(sa.select(Contact).where(Contact.account_id == account_id,
+                                                          same_address(Contact.email, email)))
     if existing is not None and existing.status != "deleted":
-        raise Conflict(f"A contact with the email address {email} already exists.",
+        raise Conflict(f"A contact with the email address {existing.email} already exists.",
                        [{"field": "email", "issue": "A contact with this address already exists."}])
     status = clean.get("status", "active")
     if status == "active" and suppressions.is_suppressed(account_id, email):
@@ -451,14 +453,17 @@ def update_contact(actor, contact_id, data):
     clean = _clean(data, custom_fields_service.definitions(account_id), partial=True)
     new_email = clean.get("email", contact.email)
     new_status = clean.get("status", contact.status)
-    if new_email != contact.email:
+    # Another spelling of the same address is the same contact: changing only the case is allowed.
+    new_address = new_email.lower() != contact.email.lower()
+    if new_address:
         taken = db.session.scalar(sa.select(Contact.id).where(Contact.account_id == account_id,
-                                                              Contact.email == new_email, Contact.id != contact.id))
+                                                              same_address(Contact.email, new_email),
+                                                              Contact.id != contact.id))
         if taken is not None:
             raise Conflict(f"Another contact already has the email address {new_email}.",
                            [{"field": "email", "issue": "Already used by another contact in this account."}])
     if new_status == "active" and suppressions.is_suppressed(account_id, new_email) and (
-            contact.status != "active" or new_email != contact.email):
+            contact.status != "active" or new_address):
         field = "status" if "status" in clean and contact.status != "active" else "email"
         raise ValidationError(f"{new_email} is on the suppression list, so the contact cannot be active. "
                               "Remove the address from the suppression list first if they asked to subscribe again.",

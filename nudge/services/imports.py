@@ -4,7 +4,10 @@ The engine streams the file (never loads it whole), validates each row in Python
 and writes set-based, one chunk per transaction:
 
 * PostgreSQL: COPY the chunk into a TEMP staging table, then one INSERT ... SELECT ... ON CONFLICT
-  (account_id, email) DO UPDATE ... WHERE <something differs> RETURNING (xmax = 0).
+  (account_id, lower(email)) DO UPDATE ... WHERE <something differs> RETURNING (xmax = 0).
+
+An address is one contact in any case (migration 0016): a row whose address exists in another spelling
+updates (or skips) that contact, whose address keeps its first spelling.
 * SQLite: executemany into a TEMP staging table, then UPDATE ... FROM the staging table (only rows that
   differ) and INSERT ... SELECT of the new addresses, in one transaction.
 
@@ -14,7 +17,7 @@ Semantics (docs/imports.md in short):
   position in the list).
 * Every row ends in exactly one of: created, updated, skipped, error. processed = their sum.
   - error: the row is rejected and listed with its column and reason: a bad email, a too-long name,
-    a value of the wrong type for its custom field, a duplicate of an earlier row of the same file
+    a value of the wrong type for its custom field, a duplicate (in any case) of an earlier row of the same file
     ("first occurrence wins"), or a NEW address that is on the suppression list (such addresses are
     never created: "on the suppression list").
   - skipped: a valid row whose contact exists and either update_existing is off, or nothing differs
@@ -424,7 +427,7 @@ class RowValidator:
         except ValidationError as exc:
             errors.append((row_number, field, exc.details[0]["issue"] if exc.details else exc.message))
             return None
-        key = hash(email)
+        key = hash(email.lower())  # one contact per address in any case (migration 0016)
         first = self.seen.get(key)
         if first is not None:
             errors.append((row_number, field, f"Duplicate of row {first} in this file (the first occurrence is imported)."))
@@ -434,7 +437,7 @@ class RowValidator:
     def _finish(self, row_number, email, first_name, last_name, tags, custom, errors, field):
         if errors:
             return None
-        self.seen.add(hash(email), row_number)
+        self.seen.add(hash(email.lower()), row_number)
         if self.extra_tags:
             tags = list(dict.fromkeys((tags or []) + self.extra_tags))
         return (row_number, email, first_name, last_name, tags or None, custom)
@@ -601,7 +604,7 @@ INSERT INTO contacts AS c (id, account_id, email, first_name, last_name, status,
 SELECT s.id, %(account)s::uuid, s.email, s.first_name, s.last_name, 'active', %(now)s,
        s.custom, s.tags, 'import', %(now)s, %(now)s
 FROM {STAGE} s
-ON CONFLICT (account_id, email) DO {{action}}
+ON CONFLICT (account_id, lower(email)) DO {{action}}
 RETURNING (xmax = 0) AS inserted)
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
 """
@@ -615,7 +618,7 @@ _PG_UPDATE = """UPDATE SET
                                                   WHERE u.t <> ALL(coalesce(c.tags, '{}')) ORDER BY u.n) END,
   status = CASE WHEN c.status <> 'deleted' THEN c.status
                 WHEN coalesce(c.status_before_delete, 'active') = 'active' AND EXISTS (
-                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND p.email = c.email)
+                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND lower(p.email) = lower(c.email))
                 THEN 'unsubscribed'
                 ELSE coalesce(c.status_before_delete, 'active') END,
   deleted_at = CASE WHEN c.status = 'deleted' THEN NULL ELSE c.deleted_at END,
@@ -629,8 +632,8 @@ WHERE c.status = 'deleted'
 
 _SUPPRESSED_NEW = f"""
 DELETE FROM {STAGE}
-WHERE EXISTS (SELECT 1 FROM suppressions p WHERE p.account_id = {{account}} AND p.email = {STAGE}.email)
-  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = {{account}} AND c.email = {STAGE}.email)
+WHERE EXISTS (SELECT 1 FROM suppressions p WHERE p.account_id = {{account}} AND lower(p.email) = lower({STAGE}.email))
+  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = {{account}} AND lower(c.email) = lower({STAGE}.email))
 RETURNING row_number
 """
 
@@ -649,14 +652,14 @@ UPDATE contacts AS c SET
                       WHERE n.value NOT IN (SELECT value FROM json_each(coalesce(c.tags, '[]'))))) END,
   status = CASE WHEN c.status <> 'deleted' THEN c.status
                 WHEN coalesce(c.status_before_delete, 'active') = 'active' AND EXISTS (
-                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND p.email = c.email)
+                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND lower(p.email) = lower(c.email))
                 THEN 'unsubscribed'
                 ELSE coalesce(c.status_before_delete, 'active') END,
   deleted_at = CASE WHEN c.status = 'deleted' THEN NULL ELSE c.deleted_at END,
   status_before_delete = CASE WHEN c.status = 'deleted' THEN NULL ELSE c.status_before_delete END,
   updated_at = :now
 FROM {STAGE} s
-WHERE c.account_id = :account AND c.email = s.email AND (
+WHERE c.account_id = :account AND lower(c.email) = lower(s.email) AND (
       c.status = 'deleted'
    OR (s.first_name IS NOT NULL AND s.first_name IS NOT c.first_name)
    OR (s.last_name IS NOT NULL AND s.last_name IS NOT c.last_name)
@@ -671,7 +674,7 @@ INSERT INTO contacts (id, account_id, email, first_name, last_name, status, subs
 SELECT s.id, :account, s.email, s.first_name, s.last_name, 'active', :now, s.custom, s.tags,
        'import', :now, :now
 FROM {STAGE} s
-WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = :account AND c.email = s.email)
+WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = :account AND lower(c.email) = lower(s.email))
 """
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"

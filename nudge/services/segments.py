@@ -28,6 +28,7 @@ from nudge.models import Account, Campaign, Contact, ContactTag, ContactValue, E
 from nudge.models.types import utcnow
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import permissions
+from nudge.services.addresses import any_address, unique_addresses
 from nudge.services.dialect import is_postgres
 from nudge.services.validation import as_uuid, require_text
 
@@ -1042,7 +1043,7 @@ def add_members(actor, segment_id, contact_ids=None, *, emails=None):
                 continue
         if not wanted:
             return 0
-        source = source.where(sa.func.lower(Contact.email).in_([email.lower() for email in wanted]))
+        source = source.where(any_address(Contact.email, unique_addresses(wanted)))
     else:
         source = source.where(Contact.id.in_(_contact_ids(contact_ids)))
     already = sa.select(SegmentMember.contact_id).where(SegmentMember.segment_id == segment.id)

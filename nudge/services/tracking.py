@@ -20,6 +20,7 @@ from nudge.extensions import db
 from nudge.models import Campaign, Contact, Message
 from nudge.models.types import utcnow
 from nudge.services import events
+from nudge.services.addresses import same_address
 
 MAC_BYTES = 12
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{59}$")
@@ -217,11 +218,11 @@ def resubscribe(message_id):
     if contact is None or contact.status != "unsubscribed":
         return None
     reason = db.session.scalar(sa.select(Suppression.reason).where(Suppression.account_id == contact.account_id,
-                                                                   Suppression.email == contact.email))
+                                                                   same_address(Suppression.email, contact.email)))
     if reason not in (None, "unsubscribed"):
         return None
     db.session.execute(sa.delete(Suppression).where(Suppression.account_id == contact.account_id,
-                                                    Suppression.email == contact.email))
+                                                    same_address(Suppression.email, contact.email)))
     change_status_for_resubscribe(contact, campaign_id=message.campaign_id)
     db.session.commit()
     return contact
