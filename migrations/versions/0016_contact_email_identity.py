@@ -33,6 +33,7 @@ The downgrade puts the plain unique constraints back (the merge is not undone).
 """
 import logging
 import re
+import uuid
 
 from alembic import op
 import sqlalchemy as sa
@@ -151,11 +152,11 @@ def _move_dependants(bind):
                          "WHERE x.contact_id = m.id AND m.seq > 1"))
     bind.execute(sa.text("""
         INSERT INTO segment_members (segment_id, contact_id, account_id, added_at)
-        SELECT s.segment_id, m.keep_id, min(s.account_id), min(s.added_at)
+        SELECT s.segment_id, m.keep_id, m.account_id, min(s.added_at)
         FROM segment_members s JOIN contact_merge m ON m.id = s.contact_id
         WHERE m.seq > 1 AND NOT EXISTS (SELECT 1 FROM segment_members k
                                         WHERE k.segment_id = s.segment_id AND k.contact_id = m.keep_id)
-        GROUP BY s.segment_id, m.keep_id"""))
+        GROUP BY s.segment_id, m.keep_id, m.account_id"""))
     bind.execute(sa.text(f"DELETE FROM segment_members WHERE contact_id IN ({DUPLICATES})"))
     bind.execute(sa.text(f"""DELETE FROM automation_instances WHERE id IN (
                                SELECT x.id FROM automation_instances x JOIN contact_merge m ON m.id = x.contact_id
@@ -193,12 +194,16 @@ def _move_other(bind, table, column, ondelete):
             bind.execute(sa.text(f"DELETE FROM {table} WHERE {column} IN ({DUPLICATES})"))
 
 
+def _uuid(value):
+    return str(uuid.UUID(str(value)))  # SQLite stores 32 hex digits
+
+
 def _report(bind):
     rows = bind.execute(sa.text("SELECT account_id, keep_id, id FROM contact_merge WHERE seq > 1 "
                                 "ORDER BY account_id, keep_id, seq")).all()
     by_account = {}
     for account_id, keep_id, merged_id in rows:
-        by_account.setdefault(str(account_id), {}).setdefault(str(keep_id), []).append(str(merged_id))
+        by_account.setdefault(_uuid(account_id), {}).setdefault(_uuid(keep_id), []).append(_uuid(merged_id))
     for account_id, groups in by_account.items():
         log.warning("0016: account %s: %d contacts merged into %d (same address in another case)",
                     account_id, sum(len(ids) for ids in groups.values()), len(groups))
