@@ -101,6 +101,18 @@ def database_engine_options(url):
     return {}
 
 
+def _inside(path, folder):
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+
+
+def check_private_dirs(config):
+    """The uploads folder is served publicly (/uploads, or NUDGE_UPLOAD_URL): it must not hold import files."""
+    if _inside(config["IMPORT_DIR"], config["UPLOAD_DIR"]):
+        raise ValueError(f"NUDGE_UPLOAD_DIR ({config['UPLOAD_DIR']}) is served publicly and must not contain the "
+                         f"folder of uploaded import files ({config['IMPORT_DIR']}); choose a folder of its own")
+    return config
+
+
 def load_config(environ=None):
     """Build the Flask config mapping from the environment."""
     environ = os.environ if environ is None else environ
@@ -115,7 +127,7 @@ def load_config(environ=None):
     encryption_keys = environ.get("NUDGE_ENCRYPTION_KEYS") or _read_or_create(
         os.path.join(path, "encryption_keys"), _new_encryption_key)
 
-    return {
+    return check_private_dirs({
         "INSTANCE_PATH": path,
         "SECRET_KEY": secret_key,
         "ENCRYPTION_KEYS": parse_encryption_keys(encryption_keys),
@@ -160,6 +172,8 @@ def load_config(environ=None):
         "UPLOAD_DIR": os.path.abspath(environ.get("NUDGE_UPLOAD_DIR") or os.path.join(path, "uploads")),
         "UPLOAD_URL": (environ.get("NUDGE_UPLOAD_URL") or "").rstrip("/") or None,
         "UPLOAD_MAX_BYTES": int(float(environ.get("NUDGE_UPLOAD_MAX_MB") or 5) * 1024 * 1024),
+        # Uploaded import CSVs (subscribers' data) until their import ends: private, never under UPLOAD_DIR.
+        "IMPORT_DIR": os.path.join(path, "imports"),
         # Email delivery (docs/delivery.md): providers configured globally; per-account ones come from settings.
         "SMTP_URL": environ.get("NUDGE_SMTP_URL") or None,
         "SES_REGION": environ.get("NUDGE_SES_REGION") or None,
@@ -173,4 +187,4 @@ def load_config(environ=None):
         "PROVIDERS_SMALL": parse_provider_list(environ.get("NUDGE_PROVIDERS_SMALL"), DEFAULT_SMALL),
         "PROVIDERS_BULK": parse_provider_list(environ.get("NUDGE_PROVIDERS_BULK"), DEFAULT_BULK),
         "DOMAIN_RATE_LIMITS": parse_rate_limits(environ.get("NUDGE_DOMAIN_RATE_LIMITS")),
-    }
+    })

@@ -65,3 +65,12 @@ def test_encryption_round_trip_and_rotation(make_app):
     app.config["ENCRYPTION_KEYS"] = [new]
     with pytest.raises(ValueError):
         decrypt(sealed)
+
+
+def test_import_files_stay_out_of_the_public_uploads_folder(tmp_path):
+    config = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path)})
+    assert config["IMPORT_DIR"] == str(tmp_path / "imports")
+    assert not config["IMPORT_DIR"].startswith(config["UPLOAD_DIR"] + os.sep)
+    # An uploads folder that would contain them (and so serve them) is refused at start.
+    with pytest.raises(ValueError, match="NUDGE_UPLOAD_DIR"):
+        load_config({"NUDGE_INSTANCE_PATH": str(tmp_path), "NUDGE_UPLOAD_DIR": str(tmp_path)})

@@ -34,6 +34,12 @@ def purge_abandoned_uploads(now):
     return purge(now)
 
 
+def move_legacy_import_uploads(now):
+    """Import CSVs left in the public uploads folder by an older version move to the private one."""
+    from nudge.services.imports import move_legacy_uploads
+    return move_legacy_uploads()
+
+
 def fail_stalled_imports(now):
     from nudge.services.imports import fail_stalled_imports as fail
     return fail(now)
@@ -48,6 +54,7 @@ def run_housekeeping(now=None):
         "contacts": purge_deleted_contacts(now),
         "uploads": purge_abandoned_uploads(now),
         "stalled_imports": fail_stalled_imports(now),
+        "legacy_import_uploads": move_legacy_import_uploads(now),
     }
     db.session.commit()
     return summary

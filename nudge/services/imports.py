@@ -42,6 +42,7 @@ import os
 import queue
 import random
 import re
+import shutil
 import threading
 import time
 import types
@@ -870,9 +871,53 @@ def write_chunks(writer, chunks, progress=None, writers=1):
 # --- Running imports -------------------------------------------------------------------------------
 
 def upload_dir():
-    path = os.path.join(current_app.config.get("INSTANCE_PATH") or current_app.instance_path, "uploads", "imports")
-    os.makedirs(path, exist_ok=True)
+    """Where uploaded CSVs wait for their import: IMPORT_DIR, a private folder (never the public uploads folder),
+    readable by the owner only (they hold subscribers' data)."""
+    path = current_app.config.get("IMPORT_DIR") or os.path.join(_instance_path(), "imports")
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def _instance_path():
+    return current_app.config.get("INSTANCE_PATH") or current_app.instance_path
+
+
+def legacy_upload_dir():
+    """Where uploads were stored before: inside the (publicly served) uploads folder."""
+    return os.path.join(_instance_path(), "uploads", "imports")
+
+
+def move_legacy_uploads():
+    """Move the files of imports waiting to be configured out of the old, public location into upload_dir(), and
+    delete files there that no import waits for. An import queued or running keeps its file where it is (its
+    worker holds the path; it removes the file when it ends, and the next pass removes the folder).
+    Returns how many files moved."""
+    legacy = legacy_upload_dir()
+    if not os.path.isdir(legacy):
+        return 0
+    legacy = os.path.abspath(legacy)
+    in_legacy = Import.file_path.startswith(legacy + os.sep, autoescape=True)
+    waiting = db.session.scalars(sa.select(Import).where(Import.status.in_(("pending", "running")), in_legacy)).all()
+    moved, kept = 0, set()
+    for imp in waiting:
+        if imp.status != "pending" or imp.options.get("queued"):
+            kept.add(imp.file_path)
+            continue
+        target = os.path.join(upload_dir(), os.path.basename(imp.file_path))
+        try:
+            shutil.move(imp.file_path, target)
+        except FileNotFoundError:
+            continue
+        imp.file_path = target
+        moved += 1
+    db.session.commit()
+    for name in os.listdir(legacy):
+        path = os.path.join(legacy, name)
+        if path not in kept and os.path.isfile(path):
+            os.remove(path)
+    if not os.listdir(legacy):
+        os.rmdir(legacy)
+    return moved
 
 
 def _actor_id(actor):
