@@ -157,6 +157,9 @@ def load_config(environ=None):
         "MFA_REJECT_REUSED_CODES": True,
         # Parallel writer connections of a CSV import on PostgreSQL (docs/performance.md, Import).
         "IMPORT_WRITERS": 2,
+        # ANALYZE the tables a bulk change (import, bulk tag/delete, ...) made stale, before it reports done
+        # (PostgreSQL; services/table_stats.py). Off only to measure the difference (bench/bench_import_then_count.py).
+        "ANALYZE_AFTER_BULK_CHANGES": True,
         "LOCKOUT_THRESHOLD": 5,
         "LOCKOUT_MINUTES": 15,
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,

@@ -56,7 +56,7 @@ from nudge.extensions import db
 from nudge.models import Contact, Import, ImportError_
 from nudge.models.types import utcnow
 from nudge.services import custom_fields as custom_fields_service
-from nudge.services import events, permissions
+from nudge.services import events, permissions, table_stats
 from nudge.services.dialect import is_postgres
 from nudge.services.tags import MAX_TAG_LENGTH, normalize_tags
 from nudge.services.validation import normalize_email
@@ -776,6 +776,13 @@ class ChunkWriter:
             self.last_now = now
             return now
 
+    def table_changes(self):
+        """Rows changed per table so far (for the statistics refresh): contacts created or updated, their side
+        rows, and one contact.subscribed event per created contact."""
+        changes = table_stats.contact_changes(self.counts["created"] + self.counts["updated"], events=False)
+        changes["email_events"] = self.counts["created"]
+        return changes
+
     def write_records(self, records, errors, rows_seen):
         self.write(self.encode(records), len(records), errors, rows_seen)
 
@@ -1210,6 +1217,8 @@ def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
         imp = db.session.get(Import, imp.id)
         imp.status, imp.finished_at = "failed", utcnow()
         imp.message = _failure_message(exc)
+    # Before the import shows as finished: the first segment count afterwards must plan with fresh statistics.
+    table_stats.refresh_after_bulk_change(writer.table_changes())
     _remove_file(imp)
     if not options.get("keep_file"):
         imp.file_path = None
@@ -1282,6 +1291,7 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
                 records.append(record)
         writer.write_records(records, errors, len(chunk))
     imp = db.session.get(Import, imp.id)
+    table_stats.refresh_after_bulk_change(writer.table_changes())
     imp.status, imp.finished_at = "completed", utcnow()
     db.session.commit()
     writer.close()
