@@ -14,7 +14,7 @@ from nudge.extensions import db
 from nudge.models import Contact, EmailEvent, SegmentMember
 from nudge.models.types import iso, utcnow
 from nudge.services import custom_fields as custom_fields_service
-from nudge.services import events, permissions, suppressions
+from nudge.services import events, permissions, suppressions, table_stats
 from nudge.services.addresses import same_address
 from nudge.services.dialect import is_postgres, tags_contain_all, tags_contain_any, tags_with, tags_without
 from nudge.services.tags import normalize_tags
@@ -572,6 +572,7 @@ def delete_contacts(actor, *, contact_ids=None, filters=None):
         sa.update(Contact).where(Contact.account_id == account_id, Contact.id.in_(sa.select(ids.c.id)))
         .values(status_before_delete=Contact.status, status="deleted", deleted_at=now, updated_at=now)
         .execution_options(synchronize_session=False))
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount))
     db.session.commit()
     return result.rowcount, now
 
@@ -626,6 +627,7 @@ def restore_contacts(actor, *, contact_ids=None, deleted_at=None):
         sa.update(Contact).where(condition)
         .values(status=_status_after_restore(), deleted_at=None, status_before_delete=None, updated_at=now)
         .execution_options(synchronize_session=False))
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount))
     db.session.commit()
     return result.rowcount
 
@@ -648,17 +650,22 @@ def _bulk_tags(actor, tags, contact_ids, filters, *, add):
     return result.rowcount
 
 
+def _commit_tag_changes(count):
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(count, values=False))
+    db.session.commit()
+
+
 def add_tags(actor, tags, *, contact_ids=None, filters=None):
     """Add tags to the chosen contacts (ids or a filters dict) in one UPDATE; returns how many changed."""
     count = _bulk_tags(actor, tags, contact_ids, filters, add=True)
-    db.session.commit()
+    _commit_tag_changes(count)
     return count
 
 
 def remove_tags(actor, tags, *, contact_ids=None, filters=None):
     """Remove tags from the chosen contacts in one UPDATE; returns how many changed."""
     count = _bulk_tags(actor, tags, contact_ids, filters, add=False)
-    db.session.commit()
+    _commit_tag_changes(count)
     return count
 
 
@@ -666,7 +673,7 @@ def change_tags(actor, *, add=(), remove=(), contact_ids=None, filters=None):
     """Both at once, in one transaction: {"added": n, "removed": m} (contacts changed by each)."""
     added = _bulk_tags(actor, add, contact_ids, filters, add=True) if add else 0
     removed = _bulk_tags(actor, remove, contact_ids, filters, add=False) if remove else 0
-    db.session.commit()
+    _commit_tag_changes(added + removed)
     return {"added": added, "removed": removed}
 
 
@@ -675,11 +682,14 @@ def change_tags(actor, *, add=(), remove=(), contact_ids=None, filters=None):
 def purge_deleted_contacts(now):
     """Hard-delete contacts soft-deleted more than 30 days ago (with their events and memberships)."""
     expired = sa.select(Contact.id).where(Contact.status == "deleted", Contact.deleted_at < now - RESTORE_WINDOW)
-    db.session.execute(sa.delete(EmailEvent).where(EmailEvent.contact_id.in_(expired))
-                       .execution_options(synchronize_session=False))
-    db.session.execute(sa.delete(SegmentMember).where(SegmentMember.contact_id.in_(expired))
-                       .execution_options(synchronize_session=False))
+    events_gone = db.session.execute(sa.delete(EmailEvent).where(EmailEvent.contact_id.in_(expired))
+                                     .execution_options(synchronize_session=False))
+    members_gone = db.session.execute(sa.delete(SegmentMember).where(SegmentMember.contact_id.in_(expired))
+                                      .execution_options(synchronize_session=False))
     result = db.session.execute(sa.delete(Contact).where(Contact.status == "deleted",
                                                          Contact.deleted_at < now - RESTORE_WINDOW)
                                 .execution_options(synchronize_session=False))
+    # Deleted contacts have no side-table rows (a soft delete removed them).
+    table_stats.refresh_after_bulk_change({"contacts": result.rowcount, "email_events": events_gone.rowcount,
+                                           "segment_members": members_gone.rowcount})
     return result.rowcount

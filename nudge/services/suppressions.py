@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import SUPPRESSION_REASONS, Contact, Suppression
-from nudge.services import permissions
+from nudge.services import permissions, table_stats
 from nudge.services.addresses import MAX_IN_LIST, any_address, identity, same_address, same_column, unique_addresses
 from nudge.models.types import new_id, utcnow
 from nudge.services.dialect import insert
@@ -114,6 +114,7 @@ def add_suppressions(actor, emails, reason="manual", note=None):
     added = 0
     for start in range(0, len(valid), MAX_IN_LIST):
         added += suppress(actor.account_id, valid[start:start + MAX_IN_LIST], reason, note)
+    unsubscribed = 0
     if valid:
         now = utcnow()
         for start in range(0, len(valid), MAX_IN_LIST):
@@ -122,9 +123,11 @@ def add_suppressions(actor, emails, reason="manual", note=None):
                              any_address(Contact.email, chunk))
             events.emit_for_contacts(actor.account_id, "contact.unsubscribed", sa.select(Contact.id).where(active),
                                      {"reason": reason})
-            db.session.execute(sa.update(Contact).where(active).values(status="unsubscribed", unsubscribed_at=now,
-                                                                       updated_at=now)
-                               .execution_options(synchronize_session=False))
+            unsubscribed += db.session.execute(
+                sa.update(Contact).where(active).values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)).rowcount
+    table_stats.refresh_after_bulk_change({"suppressions": added, "contacts": unsubscribed,
+                                           "email_events": unsubscribed})
     db.session.commit()
     return {"added": added, "already": len(valid) - added, "invalid": invalid}
 
