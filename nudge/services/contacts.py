@@ -572,7 +572,7 @@ def delete_contacts(actor, *, contact_ids=None, filters=None):
         sa.update(Contact).where(Contact.account_id == account_id, Contact.id.in_(sa.select(ids.c.id)))
         .values(status_before_delete=Contact.status, status="deleted", deleted_at=now, updated_at=now)
         .execution_options(synchronize_session=False))
-    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount))
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount), account_id)
     db.session.commit()
     return result.rowcount, now
 
@@ -627,7 +627,7 @@ def restore_contacts(actor, *, contact_ids=None, deleted_at=None):
         sa.update(Contact).where(condition)
         .values(status=_status_after_restore(), deleted_at=None, status_before_delete=None, updated_at=now)
         .execution_options(synchronize_session=False))
-    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount))
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount), account_id)
     db.session.commit()
     return result.rowcount
 
@@ -650,22 +650,22 @@ def _bulk_tags(actor, tags, contact_ids, filters, *, add):
     return result.rowcount
 
 
-def _commit_tag_changes(count):
-    table_stats.refresh_after_bulk_change(table_stats.contact_changes(count, values=False))
+def _commit_tag_changes(actor, count):
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(count, values=False), actor.account_id)
     db.session.commit()
 
 
 def add_tags(actor, tags, *, contact_ids=None, filters=None):
     """Add tags to the chosen contacts (ids or a filters dict) in one UPDATE; returns how many changed."""
     count = _bulk_tags(actor, tags, contact_ids, filters, add=True)
-    _commit_tag_changes(count)
+    _commit_tag_changes(actor, count)
     return count
 
 
 def remove_tags(actor, tags, *, contact_ids=None, filters=None):
     """Remove tags from the chosen contacts in one UPDATE; returns how many changed."""
     count = _bulk_tags(actor, tags, contact_ids, filters, add=False)
-    _commit_tag_changes(count)
+    _commit_tag_changes(actor, count)
     return count
 
 
@@ -673,7 +673,7 @@ def change_tags(actor, *, add=(), remove=(), contact_ids=None, filters=None):
     """Both at once, in one transaction: {"added": n, "removed": m} (contacts changed by each)."""
     added = _bulk_tags(actor, add, contact_ids, filters, add=True) if add else 0
     removed = _bulk_tags(actor, remove, contact_ids, filters, add=False) if remove else 0
-    _commit_tag_changes(added + removed)
+    _commit_tag_changes(actor, added + removed)
     return {"added": added, "removed": removed}
 
 

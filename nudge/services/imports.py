@@ -1218,7 +1218,7 @@ def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
         imp.status, imp.finished_at = "failed", utcnow()
         imp.message = _failure_message(exc)
     # Before the import shows as finished: the first segment count afterwards must plan with fresh statistics.
-    table_stats.refresh_after_bulk_change(writer.table_changes())
+    table_stats.refresh_after_bulk_change(writer.table_changes(), imp.account_id)
     _remove_file(imp)
     if not options.get("keep_file"):
         imp.file_path = None
@@ -1291,7 +1291,7 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
                 records.append(record)
         writer.write_records(records, errors, len(chunk))
     imp = db.session.get(Import, imp.id)
-    table_stats.refresh_after_bulk_change(writer.table_changes())
+    table_stats.refresh_after_bulk_change(writer.table_changes(), imp.account_id)
     imp.status, imp.finished_at = "completed", utcnow()
     db.session.commit()
     writer.close()

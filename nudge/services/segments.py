@@ -1055,7 +1055,7 @@ def add_members(actor, segment_id, contact_ids=None, *, emails=None):
         ["segment_id", "contact_id", "account_id", "added_at"], rows))
     added = result.rowcount or 0
     db.session.flush()
-    table_stats.refresh_after_bulk_change({"segment_members": added})
+    table_stats.refresh_after_bulk_change({"segment_members": added}, actor.account_id)
     refresh_count(segment, commit=False)
     db.session.commit()
     return added
@@ -1068,7 +1068,7 @@ def remove_members(actor, segment_id, contact_ids):
     result = db.session.execute(sa.delete(SegmentMember).where(
         SegmentMember.segment_id == segment.id, SegmentMember.account_id == actor.account_id,
         SegmentMember.contact_id.in_(ids)))
-    table_stats.refresh_after_bulk_change({"segment_members": result.rowcount or 0})
+    table_stats.refresh_after_bulk_change({"segment_members": result.rowcount or 0}, actor.account_id)
     refresh_count(segment, commit=False)
     db.session.commit()
     return result.rowcount or 0

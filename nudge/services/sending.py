@@ -101,7 +101,7 @@ def complete_snapshot(campaign_id, workers_started=False):
     db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id)
                        .values(recipient_count=total, updated_at=utcnow()))
     # Workers claim batches by (campaign, status): plan them with statistics that know the new rows.
-    table_stats.refresh_after_bulk_change({"messages": total})
+    table_stats.refresh_after_bulk_change({"messages": total}, campaign.account_id)
     db.session.commit()
     status = _status(campaign_id)
     if status == "cancelled":           # cancelled while the rest went in: those are cancelled too

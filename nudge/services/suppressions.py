@@ -127,7 +127,7 @@ def add_suppressions(actor, emails, reason="manual", note=None):
                 sa.update(Contact).where(active).values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
                 .execution_options(synchronize_session=False)).rowcount
     table_stats.refresh_after_bulk_change({"suppressions": added, "contacts": unsubscribed,
-                                           "email_events": unsubscribed})
+                                           "email_events": unsubscribed}, actor.account_id)
     db.session.commit()
     return {"added": added, "already": len(valid) - added, "invalid": invalid}
 

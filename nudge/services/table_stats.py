@@ -5,10 +5,12 @@ Autovacuum refreshes a table's once 10 % of it changed, but only at its next rou
 change's transaction: until then a new account's 50,000 imported contacts are planned as if the tables were
 empty, and the first segment count intersecting two tags took 35–40 s instead of 20 ms (nested loops over
 contact_tags sized for one row; bench/bench_import_then_count.py). So every bulk path (imports, bulk tag /
-delete / restore, suppression lists, static segment members, housekeeping purges) reports the rows it changed
-per table, and a table changed by at least BULK_FRACTION of the rows the planner believes it has (and by at
-least MIN_ROWS) is analysed before the operation reports done. SQLite keeps no such statistics: nothing to do.
+delete / restore, suppression lists, static segment members, housekeeping purges, send snapshots) reports the
+rows it changed per table, and a table changed by at least BULK_FRACTION of the rows the planner believes it has
+-- or the account has in it -- (and by at least MIN_ROWS) is analysed before the operation reports done. SQLite
+keeps no such statistics: nothing to do.
 """
+import json
 import logging
 import time
 
@@ -40,25 +42,39 @@ def contact_changes(rows, *, values=True, events=True):
     return changes
 
 
-def stale_tables(changes):
-    """Tables (sorted) whose change is bulk: >= MIN_ROWS rows and >= BULK_FRACTION of the planner's row count
-    (pg_class.reltuples: -1 when never analysed, 0 when analysed empty — any change is then bulk)."""
+def stale_tables(changes, account_id=None):
+    """Tables (sorted) whose change is bulk: >= MIN_ROWS rows and >= BULK_FRACTION of the rows the planner believes
+    the table has (pg_class.reltuples: -1 when never analysed, 0 when analysed empty), or of the rows it believes
+    the account has there. The second catches a new account's import into a big table: statistics that have not
+    seen the account estimate its rows at next to nothing, which is what sends plans into nested loops."""
     candidates = {table: rows for table, rows in changes.items() if table in TABLES and rows and rows >= MIN_ROWS}
     if not candidates:
         return []
     known = dict(db.session.execute(sa.text(
         "SELECT relname, reltuples FROM pg_class WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace "
         "AND relname IN :names").bindparams(sa.bindparam("names", expanding=True)), {"names": sorted(candidates)}).all())
-    return sorted(table for table, rows in candidates.items()
-                  if rows >= BULK_FRACTION * max(known.get(table, -1), 0))
+    stale = []
+    for table, rows in sorted(candidates.items()):
+        if rows >= BULK_FRACTION * max(known.get(table, -1), 0) or (
+                account_id is not None and rows >= BULK_FRACTION * _estimated_account_rows(table, account_id)):
+            stale.append(table)
+    return stale
 
 
-def refresh_after_bulk_change(changes):
-    """ANALYZE the tables a bulk change made stale ({table: rows changed}), in the caller's transaction (the caller
-    commits; ANALYZE sees the transaction's own rows). Returns the tables analysed."""
+def _estimated_account_rows(table, account_id):
+    """The planner's estimate of the account's rows in the table (EXPLAIN plans, it does not run the query)."""
+    plan = db.session.execute(sa.text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE account_id = :account"),
+                              {"account": str(account_id)}).scalar()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return plan[0]["Plan"]["Plan Rows"]
+
+
+def refresh_after_bulk_change(changes, account_id=None):
+    """ANALYZE the tables a bulk change made stale ({table: rows changed}; account_id: whose rows changed), in the
+    caller's transaction (the caller commits). Returns the tables analysed."""
     if not is_postgres() or not current_app.config.get("ANALYZE_AFTER_BULK_CHANGES", True):
         return []
-    tables = stale_tables(changes)
+    tables = stale_tables(changes, account_id)
     if tables:
         start = time.perf_counter()
         db.session.execute(sa.text("ANALYZE " + ", ".join(tables)))

@@ -131,3 +131,24 @@ def test_only_known_tables_and_bulk_changes_count(owner):
     db.session.execute(sa.text("ANALYZE contacts"))
     assert table_stats.stale_tables({"contacts": table_stats.MIN_ROWS}) == ["contacts"]   # analysed empty: 0 rows
     assert table_stats.stale_tables({"contacts": 10, "users; DROP TABLE x": 10**6}) == []
+
+
+def test_a_new_accounts_import_into_a_big_table_refreshes_an_established_accounts_does_not(owner, make_account,
+                                                                                            tmp_path):
+    """Below 10 % of the table, an import is still bulk for an account the statistics have not seen (they
+    estimate its rows at next to nothing); an account they know gets autovacuum's pace."""
+    _, big = make_account()
+    db.session.execute(sa.text(
+        "INSERT INTO contacts (id, account_id, email, status, custom_fields, created_at, updated_at) "
+        "SELECT gen_random_uuid(), :account, 'big' || n || '@example.com', 'active', '{}', now(), now() "
+        "FROM generate_series(1, 12000) AS n"), {"account": str(big.account_id)})
+    db.session.execute(sa.text("ANALYZE contacts"))
+    db.session.commit()
+    before = last_analyze()
+    import_rows(owner, tmp_path, table_stats.MIN_ROWS)  # 1,000 new rows: 8 % of the table, all of the account
+    assert "contacts" in analysed_since(before)
+    before = last_analyze()
+    path = tmp_path / "more.csv"
+    path.write_text("email\n" + "".join(f"more{i}@example.com\n" for i in range(table_stats.MIN_ROWS)))
+    imports.import_file(big, str(path))  # the same for an account known at 12,000 rows
+    assert "contacts" not in analysed_since(before)
