@@ -221,6 +221,11 @@ def merge_duplicate_contacts(bind, sqlite):
             bind.execute(sa.text("CREATE INDEX contact_merge_id ON contact_merge (id)"))
             bind.execute(sa.text("CREATE INDEX contact_merge_keep ON contact_merge (keep_id)"))
             bind.execute(sa.text(RESULTS))
+            bind.execute(sa.text("CREATE INDEX contact_merge_result_keep ON contact_merge_result (keep_id)"))
+            if not sqlite:
+                # Autovacuum never analyses temporary tables: without statistics every per-keeper lookup below
+                # was planned as a scan of the whole merge table (17 s for 5,000 keepers instead of < 1 s).
+                bind.execute(sa.text("ANALYZE contact_merge, contact_merge_result"))
             _merge_keepers(bind, sqlite)
             _move_dependants(bind)
             bind.execute(sa.text(f"DELETE FROM contacts WHERE id IN ({DUPLICATES})"))
