@@ -152,6 +152,18 @@ def database_engine_options(url):
     return {}
 
 
+def _inside(path, folder):
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+
+
+def check_private_dirs(config):
+    """The uploads folder is served publicly (/uploads, or NUDGE_UPLOAD_URL): it must not hold import files."""
+    if _inside(config["IMPORT_DIR"], config["UPLOAD_DIR"]):
+        raise ValueError(f"NUDGE_UPLOAD_DIR ({config['UPLOAD_DIR']}) is served publicly and must not contain the "
+                         f"folder of uploaded import files ({config['IMPORT_DIR']}); choose a folder of its own")
+    return config
+
+
 def load_config(environ=None):
     """Build the Flask config mapping from the environment."""
     environ = os.environ if environ is None else environ
@@ -166,7 +178,7 @@ def load_config(environ=None):
     encryption_keys = environ.get("NUDGE_ENCRYPTION_KEYS") or _read_or_create(
         os.path.join(path, "encryption_keys"), _new_encryption_key)
 
-    return {
+    return check_private_dirs({
         "INSTANCE_PATH": path,
         "SECRET_KEY": secret_key,
         "ENCRYPTION_KEYS": parse_encryption_keys(encryption_keys),
@@ -206,6 +218,9 @@ def load_config(environ=None):
         "AUTH_RATE_LIMITS": dict(AUTH_RATE_LIMITS),
         # Parallel writer connections of a CSV import on PostgreSQL (docs/performance.md, Import).
         "IMPORT_WRITERS": 2,
+        # ANALYZE the tables a bulk change (import, bulk tag/delete, ...) made stale, before it reports done
+        # (PostgreSQL; services/table_stats.py). Off only to measure the difference (bench/bench_import_then_count.py).
+        "ANALYZE_AFTER_BULK_CHANGES": True,
         "LOCKOUT_THRESHOLD": 5,
         "LOCKOUT_MINUTES": 15,
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
@@ -221,6 +236,8 @@ def load_config(environ=None):
         "UPLOAD_DIR": os.path.abspath(environ.get("NUDGE_UPLOAD_DIR") or os.path.join(path, "uploads")),
         "UPLOAD_URL": (environ.get("NUDGE_UPLOAD_URL") or "").rstrip("/") or None,
         "UPLOAD_MAX_BYTES": int(float(environ.get("NUDGE_UPLOAD_MAX_MB") or 5) * 1024 * 1024),
+        # Uploaded import CSVs (subscribers' data) until their import ends: private, never under UPLOAD_DIR.
+        "IMPORT_DIR": os.path.join(path, "imports"),
         # Email delivery (docs/delivery.md): providers configured globally; per-account ones come from settings.
         "SMTP_URL": environ.get("NUDGE_SMTP_URL") or None,
         # An account's own SMTP relay (Settings → Sending): public addresses only unless this is on (a relay on
@@ -247,4 +264,4 @@ def load_config(environ=None):
         "DNS_TIMEOUT": float(environ.get("NUDGE_DNS_TIMEOUT") or 5),
         # Test emails an account may send an hour (campaign tests and the settings' test email together).
         "TEST_SENDS_PER_HOUR": int(environ.get("NUDGE_TEST_SENDS_PER_HOUR") or 50),
-    }
+    })

@@ -116,3 +116,12 @@ def test_account_smtp_relays_are_restricted_unless_configured(tmp_path):
     assert config["ACCOUNT_SMTP_ALLOW_PRIVATE"] is True and config["ACCOUNT_SMTP_PORTS"] == (587, 1025)
     with pytest.raises(ValueError, match="NUDGE_ACCOUNT_SMTP_PORTS"):
         load_config({**base, "NUDGE_ACCOUNT_SMTP_PORTS": "smtp"})
+
+
+def test_import_files_stay_out_of_the_public_uploads_folder(tmp_path):
+    config = load_config({"NUDGE_INSTANCE_PATH": str(tmp_path)})
+    assert config["IMPORT_DIR"] == str(tmp_path / "imports")
+    assert not config["IMPORT_DIR"].startswith(config["UPLOAD_DIR"] + os.sep)
+    # An uploads folder that would contain them (and so serve them) is refused at start.
+    with pytest.raises(ValueError, match="NUDGE_UPLOAD_DIR"):
+        load_config({"NUDGE_INSTANCE_PATH": str(tmp_path), "NUDGE_UPLOAD_DIR": str(tmp_path)})

@@ -13,14 +13,14 @@ SUPPRESSION_REASONS = ("unsubscribed", "hard_bounce", "complaint", "manual", "er
 class Contact(db.Model):
     __tablename__ = "contacts"
     __table_args__ = (
-        sa.UniqueConstraint("account_id", "email", name="uq_contacts_account_id_email"),
+        # One contact per address: identity is the lower-cased address (migration 0016); the address itself is
+        # kept as first typed. The import's ON CONFLICT target; segment rules on email (case-insensitive) use it too.
+        sa.Index("uq_contacts_account_lower_email", "account_id", sa.text("lower(email)"), unique=True),
         sa.Index("idx_contacts_account_email", "account_id", "email"),
         sa.Index("idx_contacts_tags", "tags", postgresql_using="gin"),
         # status is in the key so segment counts ("not deleted") are index-only scans (migration 0005).
         sa.Index("ix_contacts_account_created", "account_id", "created_at", "status"),
         sa.Index("ix_contacts_account_status", "account_id", "status"),
-        # Segment rules on email are case-insensitive (migration 0003).
-        sa.Index("ix_contacts_account_lower_email", "account_id", sa.text("lower(email)")),
         # Segment counts as index-only scans (migration 0005): each index holds every column such a count
         # mentions (status, and the column behind an expression). On PostgreSQL the name expressions use
         # text_pattern_ops (prefix LIKE); the email domain index exists there only (SQLite has no split_part).
@@ -101,9 +101,10 @@ class CustomField(db.Model):
 
 
 class Suppression(db.Model):
-    """An address the account must never mail again; outlives the contact."""
+    """An address the account must never mail again; outlives the contact. One entry per address in any case."""
     __tablename__ = "suppressions"
-    __table_args__ = (sa.UniqueConstraint("account_id", "email", name="uq_suppressions_account_id_email"),)
+    __table_args__ = (sa.Index("uq_suppressions_account_lower_email", "account_id", sa.text("lower(email)"),
+                               unique=True),)
     id = id_column()
     account_id = account_fk()
     email = sa.Column(sa.String(255), nullable=False)

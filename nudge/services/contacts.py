@@ -14,7 +14,8 @@ from nudge.extensions import db
 from nudge.models import Contact, EmailEvent, SegmentMember
 from nudge.models.types import iso, utcnow
 from nudge.services import custom_fields as custom_fields_service
-from nudge.services import events, permissions, suppressions
+from nudge.services import events, permissions, suppressions, table_stats
+from nudge.services.addresses import same_address
 from nudge.services.dialect import is_postgres, tags_contain_all, tags_contain_any, tags_with, tags_without
 from nudge.services.tags import normalize_tags
 from nudge.services.validation import normalize_email, optional_text
@@ -93,7 +94,7 @@ def contacts_query(account_id, filters=None):
     else:
         query = query.where(Contact.status != "deleted")
     if filters.get("email"):
-        query = query.where(sa.func.lower(Contact.email) == filters["email"].strip().lower())
+        query = query.where(same_address(Contact.email, filters["email"].strip()))
     if filters.get("q"):
         pattern = _like_pattern(filters["q"].strip())
         full_name = sa.func.coalesce(Contact.first_name, "") + " " + sa.func.coalesce(Contact.last_name, "")
@@ -398,15 +399,16 @@ def _commit_unique():
 
 
 def create_contact(actor, data, *, source="api"):
-    """Create a contact (or revive a deleted one with the same address). Returns the Contact."""
+    """Create a contact (or revive a deleted one with the same address in any case). Returns the Contact."""
     permissions.require(actor, "contacts:write")
     account_id = actor.account_id
     fields = custom_fields_service.definitions(account_id)
     clean = _clean(data, fields, partial=False)
     email = clean["email"]
-    existing = db.session.scalar(sa.select(Contact).where(Contact.account_id == account_id, Contact.email == email))
+    existing = db.session.scalar(sa.select(Contact).where(Contact.account_id == account_id,
+                                                          same_address(Contact.email, email)))
     if existing is not None and existing.status != "deleted":
-        raise Conflict(f"A contact with the email address {email} already exists.",
+        raise Conflict(f"A contact with the email address {existing.email} already exists.",
                        [{"field": "email", "issue": "A contact with this address already exists."}])
     status = clean.get("status", "active")
     if status == "active" and suppressions.is_suppressed(account_id, email):
@@ -451,14 +453,17 @@ def update_contact(actor, contact_id, data):
     clean = _clean(data, custom_fields_service.definitions(account_id), partial=True)
     new_email = clean.get("email", contact.email)
     new_status = clean.get("status", contact.status)
-    if new_email != contact.email:
+    # Another spelling of the same address is the same contact: changing only the case is allowed.
+    new_address = new_email.lower() != contact.email.lower()
+    if new_address:
         taken = db.session.scalar(sa.select(Contact.id).where(Contact.account_id == account_id,
-                                                              Contact.email == new_email, Contact.id != contact.id))
+                                                              same_address(Contact.email, new_email),
+                                                              Contact.id != contact.id))
         if taken is not None:
             raise Conflict(f"Another contact already has the email address {new_email}.",
                            [{"field": "email", "issue": "Already used by another contact in this account."}])
     if new_status == "active" and suppressions.is_suppressed(account_id, new_email) and (
-            contact.status != "active" or new_email != contact.email):
+            contact.status != "active" or new_address):
         field = "status" if "status" in clean and contact.status != "active" else "email"
         raise ValidationError(f"{new_email} is on the suppression list, so the contact cannot be active. "
                               "Remove the address from the suppression list first if they asked to subscribe again.",
@@ -579,6 +584,7 @@ def delete_contacts(actor, *, contact_ids=None, filters=None):
         sa.update(Contact).where(Contact.account_id == account_id, Contact.id.in_(sa.select(ids.c.id)))
         .values(status_before_delete=Contact.status, status="deleted", deleted_at=now, updated_at=now)
         .execution_options(synchronize_session=False))
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount), account_id)
     db.session.commit()
     return result.rowcount, now
 
@@ -633,6 +639,7 @@ def restore_contacts(actor, *, contact_ids=None, deleted_at=None):
         sa.update(Contact).where(condition)
         .values(status=_status_after_restore(), deleted_at=None, status_before_delete=None, updated_at=now)
         .execution_options(synchronize_session=False))
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(result.rowcount), account_id)
     db.session.commit()
     return result.rowcount
 
@@ -655,17 +662,22 @@ def _bulk_tags(actor, tags, contact_ids, filters, *, add):
     return result.rowcount
 
 
+def _commit_tag_changes(actor, count):
+    table_stats.refresh_after_bulk_change(table_stats.contact_changes(count, values=False), actor.account_id)
+    db.session.commit()
+
+
 def add_tags(actor, tags, *, contact_ids=None, filters=None):
     """Add tags to the chosen contacts (ids or a filters dict) in one UPDATE; returns how many changed."""
     count = _bulk_tags(actor, tags, contact_ids, filters, add=True)
-    db.session.commit()
+    _commit_tag_changes(actor, count)
     return count
 
 
 def remove_tags(actor, tags, *, contact_ids=None, filters=None):
     """Remove tags from the chosen contacts in one UPDATE; returns how many changed."""
     count = _bulk_tags(actor, tags, contact_ids, filters, add=False)
-    db.session.commit()
+    _commit_tag_changes(actor, count)
     return count
 
 
@@ -673,7 +685,7 @@ def change_tags(actor, *, add=(), remove=(), contact_ids=None, filters=None):
     """Both at once, in one transaction: {"added": n, "removed": m} (contacts changed by each)."""
     added = _bulk_tags(actor, add, contact_ids, filters, add=True) if add else 0
     removed = _bulk_tags(actor, remove, contact_ids, filters, add=False) if remove else 0
-    db.session.commit()
+    _commit_tag_changes(actor, added + removed)
     return {"added": added, "removed": removed}
 
 
@@ -682,11 +694,14 @@ def change_tags(actor, *, add=(), remove=(), contact_ids=None, filters=None):
 def purge_deleted_contacts(now):
     """Hard-delete contacts soft-deleted more than 30 days ago (with their events and memberships)."""
     expired = sa.select(Contact.id).where(Contact.status == "deleted", Contact.deleted_at < now - RESTORE_WINDOW)
-    db.session.execute(sa.delete(EmailEvent).where(EmailEvent.contact_id.in_(expired))
-                       .execution_options(synchronize_session=False))
-    db.session.execute(sa.delete(SegmentMember).where(SegmentMember.contact_id.in_(expired))
-                       .execution_options(synchronize_session=False))
+    events_gone = db.session.execute(sa.delete(EmailEvent).where(EmailEvent.contact_id.in_(expired))
+                                     .execution_options(synchronize_session=False))
+    members_gone = db.session.execute(sa.delete(SegmentMember).where(SegmentMember.contact_id.in_(expired))
+                                      .execution_options(synchronize_session=False))
     result = db.session.execute(sa.delete(Contact).where(Contact.status == "deleted",
                                                          Contact.deleted_at < now - RESTORE_WINDOW)
                                 .execution_options(synchronize_session=False))
+    # Deleted contacts have no side-table rows (a soft delete removed them).
+    table_stats.refresh_after_bulk_change({"contacts": result.rowcount, "email_events": events_gone.rowcount,
+                                           "segment_members": members_gone.rowcount})
     return result.rowcount

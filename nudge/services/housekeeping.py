@@ -35,6 +35,12 @@ def purge_abandoned_uploads(now):
     return purge(now)
 
 
+def move_legacy_import_uploads(now):
+    """Import CSVs left in the public uploads folder by an older version move to the private one."""
+    from nudge.services.imports import move_legacy_uploads
+    return move_legacy_uploads()
+
+
 def fail_stalled_imports(now):
     from nudge.services.imports import fail_stalled_imports as fail
     return fail(now)
@@ -55,6 +61,7 @@ def run_housekeeping(now=None):
         "uploads": purge_abandoned_uploads(now),
         "stalled_imports": fail_stalled_imports(now),
         "sign_in_records": purge_sign_in_records(now),
+        "legacy_import_uploads": move_legacy_import_uploads(now),
     }
     db.session.commit()
     return summary

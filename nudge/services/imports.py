@@ -4,7 +4,10 @@ The engine streams the file (never loads it whole), validates each row in Python
 and writes set-based, one chunk per transaction:
 
 * PostgreSQL: COPY the chunk into a TEMP staging table, then one INSERT ... SELECT ... ON CONFLICT
-  (account_id, email) DO UPDATE ... WHERE <something differs> RETURNING (xmax = 0).
+  (account_id, lower(email)) DO UPDATE ... WHERE <something differs> RETURNING (xmax = 0).
+
+An address is one contact in any case (migration 0016): a row whose address exists in another spelling
+updates (or skips) that contact, whose address keeps its first spelling.
 * SQLite: executemany into a TEMP staging table, then UPDATE ... FROM the staging table (only rows that
   differ) and INSERT ... SELECT of the new addresses, in one transaction.
 
@@ -14,7 +17,7 @@ Semantics (docs/imports.md in short):
   position in the list).
 * Every row ends in exactly one of: created, updated, skipped, error. processed = their sum.
   - error: the row is rejected and listed with its column and reason: a bad email, a too-long name,
-    a value of the wrong type for its custom field, a duplicate of an earlier row of the same file
+    a value of the wrong type for its custom field, a duplicate (in any case) of an earlier row of the same file
     ("first occurrence wins"), or a NEW address that is on the suppression list (such addresses are
     never created: "on the suppression list").
   - skipped: a valid row whose contact exists and either update_existing is off, or nothing differs
@@ -39,6 +42,7 @@ import os
 import queue
 import random
 import re
+import shutil
 import threading
 import time
 import types
@@ -52,7 +56,7 @@ from nudge.extensions import db
 from nudge.models import Contact, Import, ImportError_
 from nudge.models.types import utcnow
 from nudge.services import custom_fields as custom_fields_service
-from nudge.services import events, permissions
+from nudge.services import events, permissions, table_stats
 from nudge.services.dialect import is_postgres
 from nudge.services.tags import MAX_TAG_LENGTH, normalize_tags
 from nudge.services.validation import normalize_email
@@ -424,7 +428,7 @@ class RowValidator:
         except ValidationError as exc:
             errors.append((row_number, field, exc.details[0]["issue"] if exc.details else exc.message))
             return None
-        key = hash(email)
+        key = hash(email.lower())  # one contact per address in any case (migration 0016)
         first = self.seen.get(key)
         if first is not None:
             errors.append((row_number, field, f"Duplicate of row {first} in this file (the first occurrence is imported)."))
@@ -434,7 +438,7 @@ class RowValidator:
     def _finish(self, row_number, email, first_name, last_name, tags, custom, errors, field):
         if errors:
             return None
-        self.seen.add(hash(email), row_number)
+        self.seen.add(hash(email.lower()), row_number)
         if self.extra_tags:
             tags = list(dict.fromkeys((tags or []) + self.extra_tags))
         return (row_number, email, first_name, last_name, tags or None, custom)
@@ -601,7 +605,7 @@ INSERT INTO contacts AS c (id, account_id, email, first_name, last_name, status,
 SELECT s.id, %(account)s::uuid, s.email, s.first_name, s.last_name, 'active', %(now)s,
        s.custom, s.tags, 'import', %(now)s, %(now)s
 FROM {STAGE} s
-ON CONFLICT (account_id, email) DO {{action}}
+ON CONFLICT (account_id, lower(email)) DO {{action}}
 RETURNING (xmax = 0) AS inserted)
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
 """
@@ -615,7 +619,7 @@ _PG_UPDATE = """UPDATE SET
                                                   WHERE u.t <> ALL(coalesce(c.tags, '{}')) ORDER BY u.n) END,
   status = CASE WHEN c.status <> 'deleted' THEN c.status
                 WHEN coalesce(c.status_before_delete, 'active') = 'active' AND EXISTS (
-                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND p.email = c.email)
+                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND lower(p.email) = lower(c.email))
                 THEN 'unsubscribed'
                 ELSE coalesce(c.status_before_delete, 'active') END,
   deleted_at = CASE WHEN c.status = 'deleted' THEN NULL ELSE c.deleted_at END,
@@ -629,8 +633,8 @@ WHERE c.status = 'deleted'
 
 _SUPPRESSED_NEW = f"""
 DELETE FROM {STAGE}
-WHERE EXISTS (SELECT 1 FROM suppressions p WHERE p.account_id = {{account}} AND p.email = {STAGE}.email)
-  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = {{account}} AND c.email = {STAGE}.email)
+WHERE EXISTS (SELECT 1 FROM suppressions p WHERE p.account_id = {{account}} AND lower(p.email) = lower({STAGE}.email))
+  AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = {{account}} AND lower(c.email) = lower({STAGE}.email))
 RETURNING row_number
 """
 
@@ -649,14 +653,14 @@ UPDATE contacts AS c SET
                       WHERE n.value NOT IN (SELECT value FROM json_each(coalesce(c.tags, '[]'))))) END,
   status = CASE WHEN c.status <> 'deleted' THEN c.status
                 WHEN coalesce(c.status_before_delete, 'active') = 'active' AND EXISTS (
-                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND p.email = c.email)
+                     SELECT 1 FROM suppressions p WHERE p.account_id = c.account_id AND lower(p.email) = lower(c.email))
                 THEN 'unsubscribed'
                 ELSE coalesce(c.status_before_delete, 'active') END,
   deleted_at = CASE WHEN c.status = 'deleted' THEN NULL ELSE c.deleted_at END,
   status_before_delete = CASE WHEN c.status = 'deleted' THEN NULL ELSE c.status_before_delete END,
   updated_at = :now
 FROM {STAGE} s
-WHERE c.account_id = :account AND c.email = s.email AND (
+WHERE c.account_id = :account AND lower(c.email) = lower(s.email) AND (
       c.status = 'deleted'
    OR (s.first_name IS NOT NULL AND s.first_name IS NOT c.first_name)
    OR (s.last_name IS NOT NULL AND s.last_name IS NOT c.last_name)
@@ -671,7 +675,7 @@ INSERT INTO contacts (id, account_id, email, first_name, last_name, status, subs
 SELECT s.id, :account, s.email, s.first_name, s.last_name, 'active', :now, s.custom, s.tags,
        'import', :now, :now
 FROM {STAGE} s
-WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = :account AND c.email = s.email)
+WHERE NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = :account AND lower(c.email) = lower(s.email))
 """
 
 _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
@@ -772,6 +776,13 @@ class ChunkWriter:
             self.last_now = now
             return now
 
+    def table_changes(self):
+        """Rows changed per table so far (for the statistics refresh): contacts created or updated, their side
+        rows, and one contact.subscribed event per created contact."""
+        changes = table_stats.contact_changes(self.counts["created"] + self.counts["updated"], events=False)
+        changes["email_events"] = self.counts["created"]
+        return changes
+
     def write_records(self, records, errors, rows_seen):
         self.write(self.encode(records), len(records), errors, rows_seen)
 
@@ -867,9 +878,53 @@ def write_chunks(writer, chunks, progress=None, writers=1):
 # --- Running imports -------------------------------------------------------------------------------
 
 def upload_dir():
-    path = os.path.join(current_app.config.get("INSTANCE_PATH") or current_app.instance_path, "uploads", "imports")
-    os.makedirs(path, exist_ok=True)
+    """Where uploaded CSVs wait for their import: IMPORT_DIR, a private folder (never the public uploads folder),
+    readable by the owner only (they hold subscribers' data)."""
+    path = current_app.config.get("IMPORT_DIR") or os.path.join(_instance_path(), "imports")
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+def _instance_path():
+    return current_app.config.get("INSTANCE_PATH") or current_app.instance_path
+
+
+def legacy_upload_dir():
+    """Where uploads were stored before: inside the (publicly served) uploads folder."""
+    return os.path.join(_instance_path(), "uploads", "imports")
+
+
+def move_legacy_uploads():
+    """Move the files of imports waiting to be configured out of the old, public location into upload_dir(), and
+    delete files there that no import waits for. An import queued or running keeps its file where it is (its
+    worker holds the path; it removes the file when it ends, and the next pass removes the folder).
+    Returns how many files moved."""
+    legacy = legacy_upload_dir()
+    if not os.path.isdir(legacy):
+        return 0
+    legacy = os.path.abspath(legacy)
+    in_legacy = Import.file_path.startswith(legacy + os.sep, autoescape=True)
+    waiting = db.session.scalars(sa.select(Import).where(Import.status.in_(("pending", "running")), in_legacy)).all()
+    moved, kept = 0, set()
+    for imp in waiting:
+        if imp.status != "pending" or imp.options.get("queued"):
+            kept.add(imp.file_path)
+            continue
+        target = os.path.join(upload_dir(), os.path.basename(imp.file_path))
+        try:
+            shutil.move(imp.file_path, target)
+        except FileNotFoundError:
+            continue
+        imp.file_path = target
+        moved += 1
+    db.session.commit()
+    for name in os.listdir(legacy):
+        path = os.path.join(legacy, name)
+        if path not in kept and os.path.isfile(path):
+            os.remove(path)
+    if not os.listdir(legacy):
+        os.rmdir(legacy)
+    return moved
 
 
 def _actor_id(actor):
@@ -1162,6 +1217,8 @@ def run_import(import_id, progress=None, chunk_rows=CHUNK_ROWS):
         imp = db.session.get(Import, imp.id)
         imp.status, imp.finished_at = "failed", utcnow()
         imp.message = _failure_message(exc)
+    # Before the import shows as finished: the first segment count afterwards must plan with fresh statistics.
+    table_stats.refresh_after_bulk_change(writer.table_changes(), imp.account_id)
     _remove_file(imp)
     if not options.get("keep_file"):
         imp.file_path = None
@@ -1234,6 +1291,7 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
                 records.append(record)
         writer.write_records(records, errors, len(chunk))
     imp = db.session.get(Import, imp.id)
+    table_stats.refresh_after_bulk_change(writer.table_changes(), imp.account_id)
     imp.status, imp.finished_at = "completed", utcnow()
     db.session.commit()
     writer.close()

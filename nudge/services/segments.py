@@ -27,7 +27,8 @@ from nudge.extensions import db
 from nudge.models import Account, Campaign, Contact, ContactTag, ContactValue, EmailEvent, Segment, SegmentMember
 from nudge.models.types import utcnow
 from nudge.services import custom_fields as custom_fields_service
-from nudge.services import permissions
+from nudge.services import permissions, table_stats
+from nudge.services.addresses import any_address, unique_addresses
 from nudge.services.dialect import is_postgres
 from nudge.services.validation import as_uuid, require_text
 
@@ -1042,7 +1043,7 @@ def add_members(actor, segment_id, contact_ids=None, *, emails=None):
                 continue
         if not wanted:
             return 0
-        source = source.where(sa.func.lower(Contact.email).in_([email.lower() for email in wanted]))
+        source = source.where(any_address(Contact.email, unique_addresses(wanted)))
     else:
         source = source.where(Contact.id.in_(_contact_ids(contact_ids)))
     already = sa.select(SegmentMember.contact_id).where(SegmentMember.segment_id == segment.id)
@@ -1054,6 +1055,7 @@ def add_members(actor, segment_id, contact_ids=None, *, emails=None):
         ["segment_id", "contact_id", "account_id", "added_at"], rows))
     added = result.rowcount or 0
     db.session.flush()
+    table_stats.refresh_after_bulk_change({"segment_members": added}, actor.account_id)
     refresh_count(segment, commit=False)
     db.session.commit()
     return added
@@ -1066,6 +1068,7 @@ def remove_members(actor, segment_id, contact_ids):
     result = db.session.execute(sa.delete(SegmentMember).where(
         SegmentMember.segment_id == segment.id, SegmentMember.account_id == actor.account_id,
         SegmentMember.contact_id.in_(ids)))
+    table_stats.refresh_after_bulk_change({"segment_members": result.rowcount or 0}, actor.account_id)
     refresh_count(segment, commit=False)
     db.session.commit()
     return result.rowcount or 0

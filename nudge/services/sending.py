@@ -24,7 +24,7 @@ from nudge.errors import NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import Account, Campaign, Contact, EmailEvent, Message
 from nudge.models.types import utcnow
-from nudge.services import bounces, rendering, sending_domains, sending_settings, tracking
+from nudge.services import bounces, rendering, sending_domains, sending_settings, table_stats, tracking
 from nudge.services.dialect import insert as dialect_insert
 from nudge.services.dialect import is_postgres, new_uuid_sql
 
@@ -100,6 +100,8 @@ def complete_snapshot(campaign_id, workers_started=False):
                               .where(Message.campaign_id == campaign_id))
     db.session.execute(sa.update(Campaign).where(Campaign.id == campaign_id)
                        .values(recipient_count=total, updated_at=utcnow()))
+    # Workers claim batches by (campaign, status): plan them with statistics that know the new rows.
+    table_stats.refresh_after_bulk_change({"messages": total}, campaign.account_id)
     db.session.commit()
     status = _status(campaign_id)
     if status == "cancelled":           # cancelled while the rest went in: those are cancelled too

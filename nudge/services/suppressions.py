@@ -8,51 +8,43 @@ import sqlalchemy as sa
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import SUPPRESSION_REASONS, Contact, Suppression
-from nudge.services import permissions
+from nudge.services import permissions, table_stats
+from nudge.services.addresses import MAX_IN_LIST, any_address, identity, same_address, same_column, unique_addresses
 from nudge.models.types import new_id, utcnow
 from nudge.services.dialect import insert
 
 
 def is_suppressed(account_id, email):
+    """The address, in any case, is on the account's suppression list."""
     return db.session.scalar(sa.select(sa.func.count()).select_from(Suppression).where(
-        Suppression.account_id == account_id, Suppression.email == email)) > 0
+        Suppression.account_id == account_id, same_address(Suppression.email, email))) > 0
 
 
 def suppressed(account_id, email_column):
-    """A SQL condition: email_column is on the account's suppression list."""
-    return sa.exists(sa.select(1).where(Suppression.account_id == account_id, Suppression.email == email_column))
+    """A SQL condition: email_column is on the account's suppression list (in any case)."""
+    return sa.exists(sa.select(1).where(Suppression.account_id == account_id,
+                                        same_column(Suppression.email, email_column)))
 
 
 def suppress(account_id, emails, reason, note=None):
-    """Add (already normalised) addresses; ones already listed keep their first reason. Returns how many were new."""
+    """Add (already normalised) addresses; ones already listed in any case keep their first spelling and reason.
+    Returns how many were new."""
     if reason not in SUPPRESSION_REASONS:
         raise ValueError(f"unknown suppression reason {reason!r}")
     rows = [{"id": new_id(), "account_id": account_id, "email": email, "reason": reason, "note": note, "created_at": utcnow()}
-            for email in dict.fromkeys(emails)]
+            for email in unique_addresses(emails)]
     if not rows:
         return 0
-    statement = insert(Suppression).on_conflict_do_nothing(index_elements=["account_id", "email"])
+    # The conflict target is the unique index on (account_id, lower(email)) (migration 0016).
+    statement = insert(Suppression).on_conflict_do_nothing(
+        index_elements=[Suppression.account_id, identity(Suppression.email)])
     result = db.session.connection().execute(statement, rows)
     return max(result.rowcount or 0, 0)
-
-
-def _spellings(email):
-    """The address as written and lower-cased: the forms a suppression of it may be stored in (both match
-    the unique index, where lower(email) would not)."""
-    return list(dict.fromkeys((email, email.lower())))
-
-
-def is_address_suppressed(account_id, email):
-    """Whether the address is on the list, as written or lower-cased."""
-    return db.session.scalar(sa.select(sa.func.count()).select_from(Suppression).where(
-        Suppression.account_id == account_id, Suppression.email.in_(_spellings(email)))) > 0
 
 
 def suppress_address(account_id, email, reason, note=None):
     """Suppress one address known without its contact (the contact was purged), stored lower-cased: the
     address's identity, so it stops mail to the address in any case once imported again. True when new."""
-    if is_address_suppressed(account_id, email):
-        return False
     return suppress(account_id, [email.lower()], reason, note) == 1
 
 
@@ -74,7 +66,7 @@ def list_suppressions(account_id, q=None, reason=None):
 
 def get_suppression(account_id, email):
     row = db.session.scalar(sa.select(Suppression).where(Suppression.account_id == account_id,
-                                                         sa.func.lower(Suppression.email) == (email or "").strip().lower()))
+                                                         same_address(Suppression.email, (email or "").strip())))
     if row is None:
         raise NotFound(f"{email} is not on the suppression list.")
     return row
@@ -124,21 +116,24 @@ def add_suppressions(actor, emails, reason="manual", note=None):
             valid.append(normalize_email(raw))
         except ValidationError as exc:
             invalid.append({"email": raw[:255], "issue": exc.details[0]["issue"] if exc.details else exc.message})
-    valid = list(dict.fromkeys(valid))
+    valid = unique_addresses(valid)
     added = 0
-    for start in range(0, len(valid), 1000):
-        added += suppress(actor.account_id, valid[start:start + 1000], reason, note)
+    for start in range(0, len(valid), MAX_IN_LIST):
+        added += suppress(actor.account_id, valid[start:start + MAX_IN_LIST], reason, note)
+    unsubscribed = 0
     if valid:
         now = utcnow()
-        for start in range(0, len(valid), 1000):
-            chunk = valid[start:start + 1000]
+        for start in range(0, len(valid), MAX_IN_LIST):
+            chunk = valid[start:start + MAX_IN_LIST]
             active = sa.and_(Contact.account_id == actor.account_id, Contact.status == "active",
-                             Contact.email.in_(chunk))
+                             any_address(Contact.email, chunk))
             events.emit_for_contacts(actor.account_id, "contact.unsubscribed", sa.select(Contact.id).where(active),
                                      {"reason": reason})
-            db.session.execute(sa.update(Contact).where(active).values(status="unsubscribed", unsubscribed_at=now,
-                                                                       updated_at=now)
-                               .execution_options(synchronize_session=False))
+            unsubscribed += db.session.execute(
+                sa.update(Contact).where(active).values(status="unsubscribed", unsubscribed_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)).rowcount
+    table_stats.refresh_after_bulk_change({"suppressions": added, "contacts": unsubscribed,
+                                           "email_events": unsubscribed}, actor.account_id)
     db.session.commit()
     return {"added": added, "already": len(valid) - added, "invalid": invalid}
 
@@ -149,12 +144,12 @@ def remove_suppressions(actor, emails):
     permissions.require(actor, "contacts:write")
     if not isinstance(emails, (list, tuple)) or not all(isinstance(e, str) for e in emails):
         raise field_error("emails", "Must be a list of email addresses.")
-    wanted = list(dict.fromkeys(e.strip().lower() for e in emails if e.strip()))
+    wanted = unique_addresses(e.strip() for e in emails if e.strip())
     removed = 0
-    for start in range(0, len(wanted), 1000):
+    for start in range(0, len(wanted), MAX_IN_LIST):
         result = db.session.execute(sa.delete(Suppression).where(
             Suppression.account_id == actor.account_id,
-            sa.func.lower(Suppression.email).in_(wanted[start:start + 1000]))
+            any_address(Suppression.email, wanted[start:start + MAX_IN_LIST]))
             .execution_options(synchronize_session=False))
         removed += result.rowcount
     db.session.commit()

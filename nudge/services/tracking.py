@@ -24,6 +24,7 @@ from nudge.extensions import db
 from nudge.models import Campaign, Contact, Message
 from nudge.models.types import utcnow
 from nudge.services import events, suppressions
+from nudge.services.addresses import same_address
 
 MAC_BYTES = 12
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{59}$")
@@ -253,7 +254,7 @@ def recipient_status(message):
     contact = contact_for(message)
     if contact is not None and contact.status != "deleted":
         return contact.status
-    return "unsubscribed" if suppressions.is_address_suppressed(message.account_id, message.email) else "removed"
+    return "unsubscribed" if suppressions.is_suppressed(message.account_id, message.email) else "removed"
 
 
 def resubscribe(message_id):
@@ -266,11 +267,11 @@ def resubscribe(message_id):
     if contact is None or contact.status != "unsubscribed":
         return None
     reason = db.session.scalar(sa.select(Suppression.reason).where(Suppression.account_id == contact.account_id,
-                                                                   Suppression.email == contact.email))
+                                                                   same_address(Suppression.email, contact.email)))
     if reason not in (None, "unsubscribed"):
         return None
     db.session.execute(sa.delete(Suppression).where(Suppression.account_id == contact.account_id,
-                                                    Suppression.email == contact.email))
+                                                    same_address(Suppression.email, contact.email)))
     change_status_for_resubscribe(contact, campaign_id=message.campaign_id)
     db.session.commit()
     return contact

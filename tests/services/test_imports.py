@@ -441,3 +441,38 @@ def test_an_import_waits_for_another_writer_instead_of_failing(owner, monkeypatc
         other.close()
     assert done.is_set() and errors == []
     assert (imp.status, imp.created_count) == ("completed", 50)
+
+
+def test_uploads_left_in_the_public_folder_move_to_the_private_one(owner, app):
+    """Before issue 14 uploaded CSVs waited in <instance>/uploads/imports (inside the public uploads folder):
+    housekeeping moves the ones still waiting, leaves a queued or running import's file to its worker, and
+    deletes the rest."""
+    import io
+    import os
+
+    from nudge.models import Import
+    from nudge.services import housekeeping
+    legacy = imports.legacy_upload_dir()
+    os.makedirs(legacy, exist_ok=True)
+    waiting = imports.create_upload(owner, io.BytesIO(b"email\nann@example.com\n"), "a.csv")
+    running = imports.create_upload(owner, io.BytesIO(b"email\nbob@example.com\n"), "b.csv")
+    for imp in (waiting, running):
+        old = os.path.join(legacy, os.path.basename(imp.file_path))
+        os.replace(imp.file_path, old)
+        imp.file_path = old
+    running.status = "running"
+    orphan = os.path.join(legacy, "left-behind.csv")
+    with open(orphan, "w") as handle:
+        handle.write("email\ncarol@example.com\n")
+    db.session.commit()
+    assert housekeeping.run_housekeeping()["legacy_import_uploads"] == 1
+    db.session.expire_all()
+    moved = db.session.get(Import, waiting.id)
+    assert moved.file_path == os.path.join(app.config["IMPORT_DIR"], f"{waiting.id}.csv")
+    assert open(moved.file_path).read() == "email\nann@example.com\n"
+    assert os.path.exists(db.session.get(Import, running.id).file_path) and not os.path.exists(orphan)
+    db.session.get(Import, running.id).status = "completed"
+    os.remove(db.session.get(Import, running.id).file_path)
+    db.session.commit()
+    housekeeping.run_housekeeping()
+    assert not os.path.exists(legacy)

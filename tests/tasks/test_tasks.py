@@ -36,7 +36,7 @@ def test_housekeeping_removes_what_is_past_retention_and_keeps_the_rest(app, mak
     _old_rows(account, owner)
     summary = housekeeping.call_local()
     assert summary == {"invitations": 1, "email_events": 1, "contacts": 0, "uploads": 0, "stalled_imports": 0,
-                       "sign_in_records": 0}
+                       "sign_in_records": 0, "legacy_import_uploads": 0}
     assert db.session.query(EmailEvent).count() == 1
     assert db.session.query(Invitation).count() == 0
 

@@ -270,3 +270,18 @@ def test_the_list_offers_an_export_of_the_current_filter(client, make_account, l
     assert exported.status_code == 200
     lines = exported.get_data(as_text=True).strip().splitlines()
     assert len(lines) == 3 and "p2@x.example" not in exported.get_data(as_text=True)
+
+
+def test_an_address_in_another_case_is_the_same_contact(client, login, shop):
+    account, owner = shop
+    login(client, owner)
+    response = client.post("/contacts/new", data={"email": "ANN@Example.com"})
+    assert response.status_code == 422 and "already exists" in response.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contact).where(
+        Contact.account_id == account.id)) == 3
+    response = client.post("/contacts/suppressions", data={"emails": "BOB@EXAMPLE.COM", "reason": "manual"},
+                           follow_redirects=True)
+    assert "BOB@example.com" in response.get_data(as_text=True)  # the domain is normalised, not the mailbox
+    assert contact("bob@example.com").status == "unsubscribed"
+    client.post("/contacts/suppressions/remove", data={"email": "bob@example.com"})
+    assert not suppressions.is_suppressed(account.id, "BOB@EXAMPLE.COM")

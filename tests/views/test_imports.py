@@ -33,8 +33,11 @@ def test_full_wizard(client, make_account, login, app):
     assert response.status_code == 303
     mapping_url = response.headers["Location"]
     imp = db.session.scalar(sa.select(Import).where(Import.account_id == account.id))
-    stored = os.path.join(app.config["INSTANCE_PATH"], "uploads", "imports", f"{imp.id}.csv")
+    stored = os.path.join(app.config["INSTANCE_PATH"], "imports", f"{imp.id}.csv")
     assert imp.file_path == stored and os.path.exists(stored)
+    # Subscribers' data never sits in the publicly served uploads folder.
+    assert not os.path.abspath(stored).startswith(os.path.abspath(app.config["UPLOAD_DIR"]) + os.sep)
+    assert os.stat(os.path.dirname(stored)).st_mode & 0o077 == 0
 
     page = client.get(mapping_url).get_data(as_text=True)
     assert "ann@example.com" in page and "bad-address" in page  # preview of the first rows

@@ -145,8 +145,10 @@ def list_contacts():
 @bp.post("/contacts")
 @api_route("contacts:write", summary="Create a contact", request=CONTACT_WRITE, response=CONTACT, status=201,
            errors=(409,),
-           description="Emails are normalised (trimmed, domain lower-cased) and must be unique in the account "
-                       "(409 CONFLICT otherwise). The address of a deleted contact brings that contact back. "
+           description="Emails are normalised (trimmed, domain lower-cased) and kept as typed, but an address is "
+                       "one contact in any case: `Ann@example.com` and `ann@example.com` are the same contact "
+                       "(409 CONFLICT for a second one; update it with PUT or `POST /contacts/import` with "
+                       "`update_existing`). The address of a deleted contact brings that contact back. "
                        "An address on the suppression list is created as `unsubscribed`, never `active`.")
 def create_contact():
     data = json_body()

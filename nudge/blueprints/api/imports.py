@@ -93,8 +93,10 @@ IMPORT_DESCRIPTION = (
     "`custom.<name>` or null to ignore; guessed from the header when left out; an undefined `custom.<name>` "
     "is created as a text field, or `{\"field\": \"custom.score\", \"type\": \"number\"}`), `update_existing` "
     "(true/false) and `tags` (comma-separated): answers 202 with the import; follow it at `/imports/{id}`.\n\n"
-    "Rows land or are reported, never half-written; duplicates inside one import keep the first occurrence; "
-    "new addresses on the suppression list are rejected; existing contacts keep their status "
+    "Rows land or are reported, never half-written; an address is one contact in any case (`ANN@example.com` "
+    "updates or skips the contact `ann@example.com`, whose address keeps its spelling); duplicates inside one "
+    "import (in any case) keep the first occurrence; "
+    "new addresses on the suppression list (in any case) are rejected; existing contacts keep their status "
     "(an import never re-subscribes anyone); re-running the same data changes nothing.")
 
 MULTIPART = {"type": "object", "required": ["file"], "properties": {

@@ -72,7 +72,9 @@ def list_suppressions():
                             "example": "email\ngone@example.com\nspam-trap@example.org\n"}}},
            description="Send `{\"emails\": [...], \"reason\": \"manual\"}`, or a CSV body (`Content-Type: text/csv`) "
                        "whose first column holds the addresses (a header row is skipped; the reason is `manual`, "
-                       "or `?reason=`). Active contacts with these addresses become `unsubscribed`.")
+                       "or `?reason=`). An address is one entry in any case (`ANN@example.com` is already listed "
+                       "when `ann@example.com` is). Active contacts with these addresses, in any case, become "
+                       "`unsubscribed`.")
 def add_suppressions():
     mimetype = request.mimetype or ""
     if mimetype in ("text/csv", "text/plain", "application/csv"):
