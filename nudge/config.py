@@ -147,7 +147,13 @@ def load_config(environ=None):
         "IMPORT_WRITERS": 2,
         "LOCKOUT_THRESHOLD": 5,
         "LOCKOUT_MINUTES": 15,
+        # Uploads (CSV imports, images) up to this; the API's JSON and the webhooks have lower limits of their
+        # own (blueprints/api API_MAX_BODY_BYTES, blueprints/hooks HOOK_MAX_BODY_BYTES; docs/security.md).
         "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        # A dashboard form field (not a file) up to 1 MB: room for a template source at its 512 KB cap, so the
+        # editor answers with the cap's own message (Flask's default is 500 KB); 1,000 fields per form.
+        "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+        "MAX_FORM_PARTS": 1000,
         # How many reverse proxies (nginx, a load balancer) sit in front and set X-Forwarded-*.
         "TRUSTED_PROXIES": int(environ.get("NUDGE_TRUSTED_PROXIES") or 0),
         "LOG_LEVEL": environ.get("NUDGE_LOG_LEVEL") or "INFO",

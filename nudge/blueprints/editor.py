@@ -28,6 +28,7 @@ from nudge.extensions import db
 from nudge.services import campaigns as campaigns_service
 from nudge.services import email_doc, rendering
 from nudge.services import templates as templates_service
+from nudge.services.validation import loads_json
 
 bp = Blueprint("editor", __name__)
 
@@ -64,7 +65,7 @@ def _editable(template_id):
 def _posted_doc():
     """The (validated) document the page is editing."""
     try:
-        doc = json.loads(request.form.get("doc") or "")
+        doc = loads_json(request.form.get("doc") or "")
     except ValueError:
         raise field_error("doc", "The editor's copy of this template is damaged. Reload the page: the last saved "
                                  "version is safe.")
@@ -439,7 +440,7 @@ def save(template_id):
                          status_error="This template is now edited as code (changed in another tab). Your "
                                       "design is still on this page: copy what you need, then reload.")
     try:
-        doc = json.loads(request.form.get("doc") or "")
+        doc = loads_json(request.form.get("doc") or "")
         result = templates_service.save_version(current_user, current_user.account.id, template.id,
                                                 content_json=doc, base_version=_posted_base())
     except (ValueError, ValidationError) as exc:

@@ -7,7 +7,6 @@ A bad or missing signature is 403, an unreadable body 400 (the API's error envel
 a message we do not know is answered 200 and ignored, so the provider does not retry it forever. Bodies,
 addresses and tokens are never logged.
 """
-import json
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
@@ -16,10 +15,20 @@ from nudge.blueprints.api.errors import error_response
 from nudge.delivery import feedback as provider_feedback
 from nudge.delivery.feedback import InvalidSignatureError, MalformedNotification
 from nudge.services import bounces
+from nudge.services.validation import loads_json
+
+# Provider notifications are small (an SNS message is at most 256 KB); anything larger is refused
+# with 413 before it is read (docs/security.md).
+HOOK_MAX_BODY_BYTES = 512 * 1024
 
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("nudge.hooks")
 SNS_EXTENSION = "nudge.sns"
+
+
+@bp.before_request
+def limit_body():
+    request.max_content_length = HOOK_MAX_BODY_BYTES
 
 
 def sns():
@@ -75,7 +84,7 @@ def ses():
         if message["Type"] != "Notification":
             return _accepted("ses", {"recorded": 0, "duplicates": 0, "ignored": 0})
         try:
-            notification = json.loads(message["Message"])
+            notification = loads_json(message["Message"])
         except (TypeError, ValueError) as exc:
             raise MalformedNotification("The SNS Message is not an SES notification.") from exc
         records = provider_feedback.ses_feedback(notification, message.get("MessageId"))

@@ -436,3 +436,15 @@ def test_gallery_templates_are_read_only(editing):
     assert op(client, gallery, doc, op="delete", id="head01").status_code == 403
     assert save(client, gallery, doc, 1).status_code == 403
     assert len(versions_of(gallery)) == 1
+
+
+def test_a_document_nested_past_the_stack_is_refused_readably(editing):
+    client, account, owner, template = editing
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post(f"/templates/{template.id}/edit/save", headers=HTMX, data={"doc": deep, "base_version": "1"})
+    assert response.status_code == 422
+    assert "Not saved:" in html.unescape(response.get_data(as_text=True))
+    response = client.post(f"/templates/{template.id}/edit/ops", headers=HTMX,
+                           data={"doc": deep, "base_version": "1", "op": "delete", "id": "text01"})
+    assert response.status_code in (400, 422) and "damaged" in html.unescape(response.get_data(as_text=True))
+    assert len(versions_of(template)) == 1

@@ -366,3 +366,30 @@ def test_the_sending_page_shows_the_webhook_addresses_and_recent_counts(make_app
     assert "https://mail.shop.example/hooks/ses" in html and "https://mail.shop.example/hooks/sendgrid" in html
     assert 'id="bounces-hard">1<' in html and 'id="bounces-complaints">0<' in html
     assert "NUDGE_SENDGRID_WEBHOOK_PUBLIC_KEY" in html      # not set: the page says what is missing
+
+
+def test_webhook_bodies_over_the_limit_are_413_in_the_envelope(client, sendgrid_key):
+    from nudge.blueprints.hooks import HOOK_MAX_BODY_BYTES
+    events = [{"event": "delivered", "email": "x" * HOOK_MAX_BODY_BYTES}]
+    body, headers = signed(sendgrid_key[0], events)
+    response = post_sendgrid(client, body, headers)
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    response = client.post("/hooks/ses", data=b" " * (HOOK_MAX_BODY_BYTES + 1), content_type="text/plain")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_webhook_json_nested_past_the_stack_is_400(client, fetch, sns_key, sendgrid_key):
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post("/hooks/ses", data=deep, content_type="text/plain")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    body = deep.encode()
+    _, headers = signed(sendgrid_key[0], [])
+    timestamp = headers["X-Twilio-Email-Event-Webhook-Timestamp"]
+    signature = sendgrid_key[0].sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    headers["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(signature).decode()
+    response = post_sendgrid(client, body, headers)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    # A signed SNS notification whose Message is nested past the stack.
+    response = post_sns(client, sns_message(sns_key[0], Message=deep))
+    assert response.status_code == 400
