@@ -270,3 +270,16 @@ def test_the_list_offers_an_export_of_the_current_filter(client, make_account, l
     assert exported.status_code == 200
     lines = exported.get_data(as_text=True).strip().splitlines()
     assert len(lines) == 3 and "p2@x.example" not in exported.get_data(as_text=True)
+
+
+def test_number_fields_refuse_nan_and_infinity(client, login, shop):
+    _, owner = shop
+    login(client, owner)
+    response = client.post("/contacts/new", data={"email": "dan@example.com", "cf.seats": "inf"})
+    assert response.status_code == 422
+    assert "The number field &#39;seats&#39; must be finite" in response.get_data(as_text=True)
+    assert contact("dan@example.com") is None
+    ann = contact("ann@example.com")
+    bad = client.post(f"/contacts/{ann.id}/edit", headers=HTMX, data={"email": "ann@example.com", "cf.seats": "NaN"})
+    assert bad.status_code == 422 and "must be finite" in bad.get_data(as_text=True)
+    assert contact("ann@example.com").custom_fields == {}
