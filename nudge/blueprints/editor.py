@@ -38,7 +38,6 @@ EDITOR_CSP = re.sub(r"img-src [^;]*", "img-src 'self' data: https: http:", CSP)
 BLOCK_OPS = ("move", "move_up", "move_down", "update", "duplicate", "delete")
 CODE_FORMATS = {"mjml": "MJML", "html": "HTML"}
 TAG_OR_TEXT = re.compile(r"(<[^>]*>)")
-MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
 BETWEEN_TAGS = re.compile(r">\s+<")
 MJ_ELEMENT = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
 
@@ -240,11 +239,11 @@ def email_styles(settings):
 def merge_chips(markup):
     """Merge tags in (escaped) markup shown as chips: only in text, never inside a tag's attributes."""
     parts = TAG_OR_TEXT.split(str(markup))
-    return Markup("".join(part if part.startswith("<") else MERGE_TAG.sub(_chip, part) for part in parts))
+    return Markup("".join(part if part.startswith("<") else email_doc.sub_merge_tags(part, _chip, kinds="{%") for part in parts))
 
 
-def _chip(match):
-    return f'<span class="merge-tag">{match.group(0)}</span>'
+def _chip(tag):
+    return f'<span class="merge-tag">{tag}</span>'
 
 
 def display_markup(markup, raw=False, chips=True):
