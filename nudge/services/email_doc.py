@@ -131,11 +131,18 @@ MERGE_TAG_CLOSERS = {"{": "}}", "%": "%}", "#": "#}"}
 
 
 def merge_tag_spans(text, kinds="{%#"):
-    """(start, end) of every merge tag in text, leftmost first, as the regex
-    `\\{\\{.*?\\}\\}|\\{%.*?%\\}|\\{#.*?#\\}` (DOTALL) finds them, but in linear time: that regex
+    """(start, end) of every merge tag in text, leftmost first (see scan_merge_tags)."""
+    return scan_merge_tags(text, kinds)[0]
+
+
+def scan_merge_tags(text, kinds="{%#"):
+    """([(start, end) of every merge tag], where the first opener that is never closed is, or None).
+
+    The tags are those the regex `\\{\\{.*?\\}\\}|\\{%.*?%\\}|\\{#.*?#\\}` (DOTALL) finds, found in
+    linear time instead: that regex
     rescans to the end of the text from every unclosed opener (16 KB of "{{" took a second). Once a
     closer is missing after some opener, it is missing after every later opener of its kind too."""
-    spans, position = [], 0
+    spans, position, unclosed = [], 0, None
     while kinds:
         found = _opener(kinds).search(text, position)
         if found is None:
@@ -145,11 +152,12 @@ def merge_tag_spans(text, kinds="{%#"):
         end = text.find(MERGE_TAG_CLOSERS[kind], start + 2)
         if end < 0:
             kinds = kinds.replace(kind, "")
+            unclosed = start if unclosed is None else unclosed
             position = start + 1
             continue
         spans.append((start, end + 2))
         position = end + 2
-    return spans
+    return spans, unclosed
 
 
 @functools.lru_cache(maxsize=16)

@@ -49,7 +49,10 @@ MAX_LOOP_ITERATIONS = 10_000     # iterations of all {% for %} loops of one rend
 MAX_STRING = 1_000_000           # longest string or list (in characters) that ~, +, join or * may build
 MAX_OUTPUT = 5_000_000           # characters one render may produce (set blocks included)
 MAX_INT_BITS = 10_000            # largest integer * and ** may build
-RENDER_SECONDS = 1.0             # time one render, or one whole trial (compile + preview), may take
+# Characters inside merge tags ({{ }}, {% %}, {# #}) of one source: Jinja's parser and compiler cost grows
+# with the code in the tags (text between them is cheap), so this bounds the compile of a 512 KB source.
+MAX_MERGE_TAG_CHARS = 64 * 1024
+RENDER_SECONDS = 1.0             # render time of one render, or of all the trial renders of a compile + preview
 # Stand-ins for merge tags while HTML/MJML tools run: plain ASCII words that no tool escapes or moves
 # (MRML writes non-ASCII characters in attributes as Rust escapes).
 TOKEN = re.compile(r"NuDgEmT(\d+)x")
@@ -190,21 +193,30 @@ class _Budget:
         self.deadline, self.iterations, self.output = deadline, 0, 0
 
 
+class _Trial:
+    """Render time left to the renders of one trial (compile + preview render up to four times)."""
+    __slots__ = ("remaining",)
+
+    def __init__(self, seconds):
+        self.remaining = seconds
+
+
 _budget = contextvars.ContextVar("nudge_render_budget", default=None)
-_trial_deadline = contextvars.ContextVar("nudge_trial_deadline", default=None)
+_trial = contextvars.ContextVar("nudge_render_trial", default=None)
 
 
 @contextlib.contextmanager
-def time_limit(seconds=RENDER_SECONDS):
-    """Every render inside shares one deadline: a trial (compile + preview) renders a template up to four
-    times, and all of them together stop at the limit."""
-    outer = _trial_deadline.get()
-    deadline = time.monotonic() + seconds
-    token = _trial_deadline.set(deadline if outer is None else min(outer, deadline))
+def time_limit(seconds=None):
+    """The renders inside share `seconds` of render time (parsing and compiling, which only depend on
+    the capped source size, are not counted). Nested, the outer limit holds."""
+    if _trial.get() is not None:
+        yield
+        return
+    token = _trial.set(_Trial(RENDER_SECONDS if seconds is None else seconds))
     try:
         yield
     finally:
-        _trial_deadline.reset(token)
+        _trial.reset(token)
 
 
 def _current_budget():
@@ -243,13 +255,16 @@ class BoundedTemplate(Template):
     """A template whose every render runs with its own budget (and within a trial's deadline)."""
 
     def render(self, *args, **kwargs):
-        deadline = time.monotonic() + RENDER_SECONDS
-        trial = _trial_deadline.get()
-        token = _budget.set(_Budget(deadline if trial is None else min(trial, deadline)))
+        trial = _trial.get()
+        start = time.monotonic()
+        seconds = RENDER_SECONDS if trial is None else min(RENDER_SECONDS, trial.remaining)
+        token = _budget.set(_Budget(start + seconds))
         try:
             return super().render(*args, **kwargs)
         finally:
             _budget.reset(token)
+            if trial is not None:
+                trial.remaining -= time.monotonic() - start
 
 
 class BoundedCodeGenerator(CodeGenerator):
@@ -603,18 +618,28 @@ def _template_line(exc):
     return line
 
 
-TOO_DEEP = "Merge tags are nested too deeply (brackets or {{ inside {{ hundreds of levels deep)."
+TOO_DEEP = "A merge tag is too complex: nested or chained hundreds of levels deep."
+
+
+def _check_merge_tag_size(source):
+    spans, unclosed = email_doc.scan_merge_tags(source)
+    code = sum(end - start for start, end in spans) + (len(source) - unclosed if unclosed is not None else 0)
+    if code > MAX_MERGE_TAG_CHARS:
+        raise _TemplateProblem(None, f"The merge tags add up to {code / 1024:,.0f} KB of code; a template's merge "
+                                     f"tags may hold at most {MAX_MERGE_TAG_CHARS // 1024} KB.")
 
 
 def check_template(source, env=HTML_ENV):
     """The compiled Jinja template of a source; raises _TemplateProblem for syntax errors, sandbox
     violations and errors of a trial render with a sample contact."""
+    _check_merge_tag_size(source)
     try:
         tree = env.parse(source)
         problems = list(_policy_problems(tree))
         if problems:
             raise _TemplateProblem(*problems[0])
-        template = env.from_string(source)
+        # from the parsed tree: parsing a large source again would double the cost of the check
+        template = env.template_class.from_code(env, env.compile(tree), env.make_globals(None), None)
     except TemplateSyntaxError as exc:
         raise _TemplateProblem(exc.lineno, _syntax_message(exc)) from exc
     except RecursionError:  # Jinja's parser and compiler recurse once per nesting level
@@ -982,6 +1007,8 @@ class Compiled:
     html: str
     text: str
     warnings: list = field(default_factory=list)
+    # The Jinja templates the checks compiled (html, text), so a preview does not compile them again.
+    templates: tuple = field(default=None, repr=False, compare=False)
 
 
 def _one_source(content_json, mjml, html):
@@ -1016,10 +1043,11 @@ def _compile(content_json, mjml, html, base_url):
         _checked(source, "content")
         compiled_html = mjml_to_html(source) if kind == "mjml" else inline_css(source)
     compiled_html = quote_attribute_tags(normalize_merge_tags(compiled_html))
-    _checked(compiled_html, "content")
+    html_template = _checked(compiled_html, "content")
     text = html_to_text(compiled_html)
-    _checked(text, "content", TEXT_ENV)
-    return Compiled(html=compiled_html, text=text, warnings=check_content(compiled_html, text))
+    text_template = _checked(text, "content", TEXT_ENV)
+    return Compiled(html=compiled_html, text=text, warnings=check_content(compiled_html, text),
+                    templates=(html_template, text_template))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1029,9 +1057,8 @@ class CompiledVersion:
     """The Jinja templates of one template version: render() is all a send does per recipient."""
     __slots__ = ("html_template", "text_template", "tidy_text")
 
-    def __init__(self, html, text):
-        self.html_template = HTML_ENV.from_string(html)
-        self.text_template = TEXT_ENV.from_string(text)
+    def __init__(self, html, text, templates=None):
+        self.html_template, self.text_template = templates or (HTML_ENV.from_string(html), TEXT_ENV.from_string(text))
         # Only {% %} blocks can leave runs of blank lines in the text part.
         self.tidy_text = "{%" in text
 
@@ -1180,5 +1207,5 @@ def preview(account, *, content_json=None, mjml=None, html=None, contact=None, b
     with time_limit():  # the compile's trial renders and this one, together
         compiled = compile_template(content_json=content_json, mjml=mjml, html=html, base_url=base_url)
         context = build_context(account, contact, **preview_urls(base_url))
-        rendered_html, rendered_text = CompiledVersion(compiled.html, compiled.text).render(context)
+        rendered_html, rendered_text = CompiledVersion(compiled.html, compiled.text, compiled.templates).render(context)
     return {"html": rendered_html, "text": rendered_text, "warnings": compiled.warnings}
