@@ -1065,8 +1065,9 @@ class CompiledVersion:
     def render(self, context):
         """(html, text) for one recipient's context (see build_context)."""
         try:
-            html = self.html_template.render(context)
-            text = self.text_template.render(context)
+            with time_limit():  # the html and text parts share one render budget
+                html = self.html_template.render(context)
+                text = self.text_template.render(context)
         except Exception as exc:  # noqa: BLE001 - a recipient's render failing must not crash a batch silently
             line = _template_line(exc)
             issue = (f"Line {line}: " if line else "") + str(exc)
