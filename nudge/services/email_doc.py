@@ -116,7 +116,6 @@ COLUMN_WIDTH = re.compile(r"^(\d{1,2}(?:\.\d{1,2})?)%$")
 URL_OK = re.compile(r"^(?:https?://[^\s<>\"]+|mailto:[^\s<>\"]+)$", re.I)
 SRC_OK = re.compile(r"^(?:https?://[^\s<>\"]+|/[^/\s<>\"][^\s<>\"]*)$", re.I)
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # invisible, and MJML's parser stops at them
-COMMENT = re.compile(r"<!--.*?-->", re.S)
 URL_ISSUE = "Use an http(s) or mailto link."
 # A template's source (HTML, MJML, or a block document as JSON) is at most this many bytes: every compile
 # path refuses more with a 400 (docs/security.md). Compiling, checking and rendering stay well under a
@@ -158,6 +157,24 @@ def scan_merge_tags(text, kinds="{%#"):
         spans.append((start, end + 2))
         position = end + 2
     return spans, unclosed
+
+
+def sub_comments(text, replace):
+    """text with every <!-- ... --> replaced by replace(comment), as re.sub(r"<!--.*?-->", ..., re.S) does but
+    in linear time (the regex rescans to the end from every unclosed "<!--")."""
+    out, position = [], 0
+    while True:
+        start = text.find("<!--", position)
+        end = text.find("-->", start + 4) if start >= 0 else -1
+        if end < 0:  # no comment left, or none closes: no later one can close either
+            break
+        out.append(text[position:start])
+        out.append(replace(text[start:end + 3]))
+        position = end + 3
+    if not out:
+        return text
+    out.append(text[position:])
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=16)
@@ -1046,9 +1063,9 @@ def mjml_to_html(source):
     """HTML from MJML source (the code view), merge tags and comments kept out of MJML's way the same way."""
     tags, kept = _MergeTags(), []
 
-    def keep(match):
-        kept.append(match.group(0))
+    def keep(comment):
+        kept.append(comment)
         return f"<!--nudgekeep{len(kept) - 1}z{tags.nonce}-->"
-    compiled = mjml.mjml2html(COMMENT.sub(keep, tags.protect(source)))
+    compiled = mjml.mjml2html(sub_comments(tags.protect(source), keep))
     compiled = re.sub(rf"<!--nudgekeep(\d+)z{tags.nonce}-->", lambda m: kept[int(m.group(1))], compiled)
     return tags.restore(compiled)

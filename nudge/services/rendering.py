@@ -58,7 +58,9 @@ RENDER_SECONDS = 1.0             # render time of one render, or of all the tria
 TOKEN = re.compile(r"NuDgEmT(\d+)x")
 COMMENT_TOKEN = re.compile(r"<!--NuDgEmT(\d+)x-->")
 # Tags, comments and raw-text elements, where a stand-in must stay plain text.
-MARKUP_SPAN = re.compile(r"<!--.*?-->|<(style|script|title|textarea)\b[^>]*>.*?</\1\s*>|<[^<>]*>", re.S | re.I)
+RAW_TEXT_ELEMENT = re.compile(r"(style|script|title|textarea)\b", re.I)
+RAW_TEXT_END = {name: re.compile(rf"</{name}\s*>", re.I) for name in ("style", "script", "title", "textarea")}
+ANGLE = re.compile(r"[<>]")
 BLANK_LINES = re.compile(r"\n{3,}")
 UNSUBSCRIBE_TAG = re.compile(r"\{\{-?\s*unsubscribe_url\b")
 POSTAL_REFERENCE = re.compile(r"\baccount\.postal_address\b|\baccount\[\s*['\"]postal_address['\"]\s*\]")
@@ -458,24 +460,73 @@ def quote_attribute_tags(source):
     if '"' not in source or "{" not in source:
         return source
     protected, tags = protect(source)
-    for span in MARKUP_SPAN.finditer(protected):
-        if span.group(1) or span.group().startswith("<!--"):
+    for start, end, opaque in markup_spans(protected):
+        if opaque:
             continue
-        for token in TOKEN.finditer(span.group()):
+        for token in TOKEN.finditer(protected, start, end):
             index = int(token.group(1))
             if "'" not in tags[index]:
                 tags[index] = tags[index].replace('"', "'")
     return restore(protected, tags)
 
 
+def markup_spans(text):
+    """(start, end, opaque) of every comment, raw-text element (<style>, <script>, <title>, <textarea> with
+    their content) and tag, leftmost first, comments and raw-text elements opaque: what the regex
+    `<!--.*?-->|<(style|script|title|textarea)\\b[^>]*>.*?</\\1\\s*>|<[^<>]*>` (DOTALL, IGNORECASE) finds,
+    in linear time. The regex rescans to the end from every unclosed "<!--" or "<style"; here each
+    closer found is remembered, and one that is missing stays missing for every later opener."""
+    spans, position, size = [], 0, len(text)
+    comment_closes, next_gt, raw_ends = True, -1, {}
+    while True:
+        start = text.find("<", position)
+        if start < 0:
+            return spans
+        position = start + 1
+        if comment_closes and text.startswith("<!--", start):
+            end = text.find("-->", start + 4)
+            if end >= 0:
+                spans.append((start, end + 3, True))
+                position = end + 3
+                continue
+            comment_closes = False
+        element = RAW_TEXT_ELEMENT.match(text, start + 1)
+        if element:
+            if next_gt is not None and next_gt < element.end():
+                next_gt = text.find(">", element.end())
+                next_gt = None if next_gt < 0 else next_gt
+            if next_gt is not None:
+                end = _raw_text_end(text, element.group(1).lower(), next_gt + 1, raw_ends)
+                if end is not None:
+                    spans.append((start, end, True))
+                    position = end
+                    continue
+        angle = ANGLE.search(text, start + 1)
+        if angle is not None and text[angle.start()] == ">":
+            spans.append((start, angle.end(), text.startswith("<!--", start)))  # "<!-->" is a comment too
+            position = angle.end()
+    return spans  # pragma: no cover - the loop returns
+
+
+def _raw_text_end(text, name, after, found):
+    """End of the first </name> at or after `after`; found[name] remembers the last one seen (None: none)."""
+    last = found.get(name, (-1, -1))
+    if last is None:
+        return None
+    if last[0] < after:
+        match = RAW_TEXT_END[name].search(text, after)
+        last = found[name] = (match.start(), match.end()) if match else None
+    return last[1] if last else None
+
+
 def _tokens_as_comments(text):
     """Stand-ins in element content become HTML comments, which an HTML5 parser leaves in place (bare
     text between table rows would be moved out of the table); in tags and raw text they stay as they are."""
     out, position = [], 0
-    for span in MARKUP_SPAN.finditer(text):
-        out.append(TOKEN.sub(r"<!--\g<0>-->", text[position:span.start()]))
-        out.append(span.group())
-        position = span.end()
+    for start, end, _ in markup_spans(text):
+        out.append(TOKEN.sub(r"<!--\g<0>-->", text[position:start]))
+        out.append(text[start:end])
+        position = end
     out.append(TOKEN.sub(r"<!--\g<0>-->", text[position:]))
     return "".join(out)
 

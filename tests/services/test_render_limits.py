@@ -111,3 +111,25 @@ def test_the_linear_scan_finds_what_the_regex_found():
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
         assert email_doc.merge_tag_spans(text) == [m.span() for m in regex.finditer(text)], text
         assert rendering.has_postal_tag(text) == bool(postal.search(text)), text
+
+
+def test_html_scans_are_linear_and_find_what_the_regexes_found():
+    markup = re.compile(r"<!--.*?-->|<(style|script|title|textarea)\b[^>]*>.*?</\1\s*>|<[^<>]*>", re.S | re.I)
+    comment = re.compile(r"<!--.*?-->", re.S)
+    pieces = ["<", ">", "<!--", "-->", "<style", "</style>", "</STYLE >", "<Script x>", "</script>", "a", " ",
+              "<title>", "</title", "-", "!", "<styles>", "\n"]
+    rng = random.Random(14)
+    for _ in range(5_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 20)))
+        assert rendering.markup_spans(text) == [
+            (m.start(), m.end(), bool(m.group(1)) or m.group().startswith("<!--")) for m in markup.finditer(text)]
+        assert email_doc.sub_comments(text, str.upper) == comment.sub(lambda m: m.group().upper(), text)
+
+
+@pytest.mark.parametrize("body", ["<!--" * 4_000, "<style>" * 2_300, "<title " * 2_300])
+def test_unclosed_comments_and_raw_text_elements_compile(body):
+    compiled = rendering.compile_template(html=body + FOOTER)
+    assert "Unsubscribe" in compiled.html
+    mjml = "<mjml><mj-body><mj-text>" + body + FOOTER + "</mj-text></mj-body></mjml>"
+    with pytest.raises(ValidationError, match="The MJML is not valid"):
+        rendering.compile_template(mjml=mjml)
