@@ -17,18 +17,9 @@ from nudge.delivery.feedback import InvalidSignatureError, MalformedNotification
 from nudge.services import bounces
 from nudge.services.validation import loads_json
 
-# Provider notifications are small (an SNS message is at most 256 KB); anything larger is refused
-# with 413 before it is read (docs/security.md).
-HOOK_MAX_BODY_BYTES = 512 * 1024
-
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("nudge.hooks")
 SNS_EXTENSION = "nudge.sns"
-
-
-@bp.before_request
-def limit_body():
-    request.max_content_length = HOOK_MAX_BODY_BYTES
 
 
 def sns():

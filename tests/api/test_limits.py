@@ -1,7 +1,7 @@
 """Cheap requests that used to cost a lot: JSON nested past the stack, and bodies over the API's limit."""
 import io
 
-from nudge.blueprints.api import API_MAX_BODY_BYTES
+from nudge.config import API_MAX_BODY_BYTES
 from nudge.services.validation import MAX_JSON_DEPTH
 from tests.api.conftest import bearer
 from tests.api.test_envelope import assert_error

@@ -369,7 +369,7 @@ def test_the_sending_page_shows_the_webhook_addresses_and_recent_counts(make_app
 
 
 def test_webhook_bodies_over_the_limit_are_413_in_the_envelope(client, sendgrid_key):
-    from nudge.blueprints.hooks import HOOK_MAX_BODY_BYTES
+    from nudge.config import HOOK_MAX_BODY_BYTES
     events = [{"event": "delivered", "email": "x" * HOOK_MAX_BODY_BYTES}]
     body, headers = signed(sendgrid_key[0], events)
     response = post_sendgrid(client, body, headers)

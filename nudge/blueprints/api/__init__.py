@@ -13,16 +13,6 @@ from nudge.extensions import limiter
 
 bp = Blueprint("api", __name__)
 
-# Request bodies: JSON (and CSV text) up to API_MAX_BODY_BYTES, room for a 10,000-contact import batch;
-# multipart CSV uploads keep the app-wide MAX_CONTENT_LENGTH. Larger is 413 PAYLOAD_TOO_LARGE (docs/security.md).
-API_MAX_BODY_BYTES = 8 * 1024 * 1024
-
-
-@bp.before_request
-def limit_body():
-    if request.mimetype != "multipart/form-data":
-        request.max_content_length = API_MAX_BODY_BYTES
-
 from nudge.blueprints.api import auth  # noqa: E402  (registers the JWT error loaders)
 
 # One shared counter per account across every API endpoint (the token endpoint has its own per-IP limit).
