@@ -10,7 +10,6 @@ source the user wrote) and the Jinja templates of a version are cached, so a sen
 per-recipient render. Missing values render empty, so a contact without a custom field never breaks a
 send; internals (`{{ ''.__class__ }}`) are refused at save time and fail closed at render time.
 """
-import contextlib
 import contextvars
 import datetime as dt
 import functools
@@ -207,18 +206,24 @@ _budget = contextvars.ContextVar("nudge_render_budget", default=None)
 _trial = contextvars.ContextVar("nudge_render_trial", default=None)
 
 
-@contextlib.contextmanager
-def time_limit(seconds=None):
+class time_limit:  # noqa: N801 - used as a function: `with time_limit():`
     """The renders inside share `seconds` of render time (parsing and compiling, which only depend on
-    the capped source size, are not counted). Nested, the outer limit holds."""
-    if _trial.get() is not None:
-        yield
-        return
-    token = _trial.set(_Trial(RENDER_SECONDS if seconds is None else seconds))
-    try:
-        yield
-    finally:
-        _trial.reset(token)
+    the capped source size, are not counted). Nested, the outer limit holds. A class rather than a
+    contextlib generator: every recipient's render of a send goes through one."""
+    __slots__ = ("seconds", "token")
+
+    def __init__(self, seconds=None):
+        self.seconds, self.token = seconds, None
+
+    def __enter__(self):
+        if _trial.get() is None:
+            self.token = _trial.set(_Trial(RENDER_SECONDS if self.seconds is None else self.seconds))
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.token is not None:
+            _trial.reset(self.token)
+        return False
 
 
 def _current_budget():
