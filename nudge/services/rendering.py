@@ -9,6 +9,12 @@ plain-text part derived from the HTML; Jinja syntax and sandbox rules checked wi
 source the user wrote) and the Jinja templates of a version are cached, so a send only runs the
 per-recipient render. Missing values render empty, so a contact without a custom field never breaks a
 send; internals (`{{ ''.__class__ }}`) are refused at save time and fail closed at render time.
+
+Nothing a template does can exhaust the server (docs/security.md): the source is capped at
+MAX_SOURCE_BYTES and its merge-tag code at MAX_MERGE_TAG_CHARS, merge tags are found in linear time, and
+every render is bounded in loop iterations, string and number sizes, output and time (BoundedCodeGenerator
+writes the guards into the compiled templates); a trial (compile + preview, a test send) shares one
+RENDER_SECONDS of render time and stops with a ValidationError saying which limit was reached.
 """
 import contextvars
 import datetime as dt
