@@ -239,7 +239,8 @@ def email_styles(settings):
 def merge_chips(markup):
     """Merge tags in (escaped) markup shown as chips: only in text, never inside a tag's attributes."""
     parts = TAG_OR_TEXT.split(str(markup))
-    return Markup("".join(part if part.startswith("<") else email_doc.sub_merge_tags(part, _chip, kinds="{%") for part in parts))
+    return Markup("".join(part if part.startswith("<") else email_doc.sub_merge_tags(part, _chip, kinds="{%")
+                          for part in parts))
 
 
 def _chip(tag):

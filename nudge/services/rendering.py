@@ -486,7 +486,7 @@ def markup_spans(text):
     `<!--.*?-->|<(style|script|title|textarea)\\b[^>]*>.*?</\\1\\s*>|<[^<>]*>` (DOTALL, IGNORECASE) finds,
     in linear time. The regex rescans to the end from every unclosed "<!--" or "<style"; here each
     closer found is remembered, and one that is missing stays missing for every later opener."""
-    spans, position, size = [], 0, len(text)
+    spans, position = [], 0
     comment_closes, next_gt, raw_ends = True, -1, {}
     while True:
         start = text.find("<", position)
@@ -515,7 +515,6 @@ def markup_spans(text):
         if angle is not None and text[angle.start()] == ">":
             spans.append((start, angle.end(), text.startswith("<!--", start)))  # "<!-->" is a comment too
             position = angle.end()
-    return spans  # pragma: no cover - the loop returns
 
 
 def _raw_text_end(text, name, after, found):

@@ -92,7 +92,8 @@ def test_number_values_must_be_finite(client, headers):
         assert response.status_code == 400
         error = response.get_json()["error"]
         assert error["code"] == "VALIDATION_ERROR"
-        assert error["details"] == [{"field": "custom_fields.n", "issue": f"The number field 'n' must be finite, not {value!r}."}]
+        assert error["details"] == [{"field": "custom_fields.n",
+                                     "issue": f"The number field 'n' must be finite, not {value!r}."}]
     # 1e999 is valid JSON that Python reads as infinity.
     response = client.post("/api/v1/contacts", headers={**headers, "Content-Type": "application/json"},
                            data='{"email": "a@example.com", "custom_fields": {"n": 1e999}}')

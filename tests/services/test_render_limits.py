@@ -105,7 +105,8 @@ def test_an_unclosed_opener_at_16_kb_is_refused_not_a_server_error(text):
 def test_the_linear_scan_finds_what_the_regex_found():
     regex = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
     postal = re.compile(r"\{\{[^}]*\baccount\.postal_address\b|\{\{[^}]*\baccount\[\s*['\"]postal_address['\"]\s*\]")
-    pieces = ["{", "}", "%", "#", "a", "\n", "{{", "}}", "{%", "%}", " account.postal_address ", "account['postal_address']"]
+    pieces = ["{", "}", "%", "#", "a", "\n", "{{", "}}", "{%", "%}", " account.postal_address ",
+              "account['postal_address']"]
     rng = random.Random(14)
     for _ in range(5_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
