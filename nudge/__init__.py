@@ -22,6 +22,7 @@ def create_app(config=None):
         n = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
 
+    _register_body_limits(app)  # first: CSRF and the rate limiter may read the body in their own hooks
     _init_extensions(app)
     _register_blueprints(app)
     _register_security_headers(app)
@@ -90,6 +91,23 @@ def _register_blueprints(app):
     app.register_blueprint(api_bp, url_prefix="/api/v1")
     from nudge.blueprints.api.docs import bp as docs_bp
     app.register_blueprint(docs_bp)
+
+
+def _register_body_limits(app):
+    """Per-endpoint body limits (config.py, docs/security.md): webhooks HOOK_MAX_CONTENT_LENGTH; API bodies
+    API_MAX_CONTENT_LENGTH; dashboard forms FORM_MAX_CONTENT_LENGTH (Werkzeug reads a URL-encoded form
+    whole, whatever MAX_FORM_MEMORY_SIZE says); uploads (multipart, outside the webhooks) the full
+    MAX_CONTENT_LENGTH. Beyond: 413, in the API's envelope under /api/ and /hooks/."""
+    @app.before_request
+    def limit_body():
+        if request.path.startswith("/hooks/"):
+            request.max_content_length = app.config["HOOK_MAX_CONTENT_LENGTH"]
+        elif request.mimetype == "multipart/form-data":
+            return
+        elif request.path.startswith("/api/"):
+            request.max_content_length = app.config["API_MAX_CONTENT_LENGTH"]
+        else:
+            request.max_content_length = app.config["FORM_MAX_CONTENT_LENGTH"]
 
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "

@@ -15,6 +15,12 @@ PLANS = ("starter", "professional", "enterprise")
 # Requests per minute per account; the burst allowance is twice this for 10 seconds (spec section 6).
 PLAN_RATE_LIMITS = {"starter": 100, "professional": 500, "enterprise": 2000}
 PLAN_EMAIL_LIMITS = {"starter": 10_000, "professional": 100_000, "enterprise": 1_000_000}
+# Request bodies (docs/security.md): uploads (CSV imports, images) up to UPLOAD_MAX_BODY_BYTES; every other
+# request less, so a cheap request cannot make the server read and parse megabytes. Larger is 413.
+UPLOAD_MAX_BODY_BYTES = 64 * 1024 * 1024    # multipart/form-data anywhere (the app-wide MAX_CONTENT_LENGTH)
+FORM_MAX_BODY_BYTES = 4 * 1024 * 1024       # dashboard forms (a 512 KB template source, URL-encoded, fits)
+API_MAX_BODY_BYTES = 8 * 1024 * 1024        # API JSON and CSV bodies: room for a 10,000-contact import batch
+HOOK_MAX_BODY_BYTES = 512 * 1024            # /hooks/*: an SNS message is at most 256 KB
 # NUDGE_SIGNUP: who may create an account through /signup (docs/security.md).
 SIGNUP_MODES = ("first", "invite", "open")
 # Flask-Limiter limits on the sign-in pages (app.config["AUTH_RATE_LIMITS"] overrides any of them by name).
@@ -223,7 +229,14 @@ def load_config(environ=None):
         "ANALYZE_AFTER_BULK_CHANGES": True,
         "LOCKOUT_THRESHOLD": 5,
         "LOCKOUT_MINUTES": 15,
-        "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+        "MAX_CONTENT_LENGTH": UPLOAD_MAX_BODY_BYTES,
+        "FORM_MAX_CONTENT_LENGTH": FORM_MAX_BODY_BYTES,
+        "API_MAX_CONTENT_LENGTH": API_MAX_BODY_BYTES,
+        "HOOK_MAX_CONTENT_LENGTH": HOOK_MAX_BODY_BYTES,
+        # A multipart text field up to 1 MB: room for a template source at its 512 KB cap, so the editor
+        # answers with the cap's own message (Flask's default is 500 KB); 1,000 fields per multipart form.
+        "MAX_FORM_MEMORY_SIZE": 1024 * 1024,
+        "MAX_FORM_PARTS": 1000,
         # How many reverse proxies (nginx, a load balancer) sit in front and set X-Forwarded-*.
         "TRUSTED_PROXIES": int(environ.get("NUDGE_TRUSTED_PROXIES") or 0),
         "LOG_LEVEL": environ.get("NUDGE_LOG_LEVEL") or "INFO",

@@ -16,14 +16,14 @@ PAGE_MESSAGES = {
     403: ("Not allowed", "Your role does not allow this. Ask an owner or admin of your account."),
     404: ("Page not found", "The page you asked for does not exist or has moved."),
     405: ("Not allowed", "This page does not accept that kind of request."),
-    413: ("Too large", "The upload is larger than this server accepts."),
+    413: ("Too large", "What you sent (an upload or a form) is larger than this server accepts."),
     429: ("Slow down", "Too many requests. Wait a moment and try again."),
     500: ("Something went wrong", "An unexpected error happened on our side. It has been logged; try again."),
 }
 
 
 def wants_json():
-    return request.path.startswith("/api/")
+    return request.path.startswith(("/api/", "/hooks/"))  # webhooks answer in the API's envelope too
 
 
 def error_page(status, message=None):

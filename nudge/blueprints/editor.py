@@ -28,6 +28,7 @@ from nudge.extensions import db
 from nudge.services import campaigns as campaigns_service
 from nudge.services import email_doc, rendering
 from nudge.services import templates as templates_service
+from nudge.services.validation import loads_json
 
 bp = Blueprint("editor", __name__)
 
@@ -37,7 +38,6 @@ EDITOR_CSP = re.sub(r"img-src [^;]*", "img-src 'self' data: https: http:", CSP)
 BLOCK_OPS = ("move", "move_up", "move_down", "update", "duplicate", "delete")
 CODE_FORMATS = {"mjml": "MJML", "html": "HTML"}
 TAG_OR_TEXT = re.compile(r"(<[^>]*>)")
-MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}")
 BETWEEN_TAGS = re.compile(r">\s+<")
 MJ_ELEMENT = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>")
 
@@ -64,7 +64,7 @@ def _editable(template_id):
 def _posted_doc():
     """The (validated) document the page is editing."""
     try:
-        doc = json.loads(request.form.get("doc") or "")
+        doc = loads_json(request.form.get("doc") or "")
     except ValueError:
         raise field_error("doc", "The editor's copy of this template is damaged. Reload the page: the last saved "
                                  "version is safe.")
@@ -239,11 +239,12 @@ def email_styles(settings):
 def merge_chips(markup):
     """Merge tags in (escaped) markup shown as chips: only in text, never inside a tag's attributes."""
     parts = TAG_OR_TEXT.split(str(markup))
-    return Markup("".join(part if part.startswith("<") else MERGE_TAG.sub(_chip, part) for part in parts))
+    return Markup("".join(part if part.startswith("<") else email_doc.sub_merge_tags(part, _chip, kinds="{%")
+                          for part in parts))
 
 
-def _chip(match):
-    return f'<span class="merge-tag">{match.group(0)}</span>'
+def _chip(tag):
+    return f'<span class="merge-tag">{tag}</span>'
 
 
 def display_markup(markup, raw=False, chips=True):
@@ -439,7 +440,7 @@ def save(template_id):
                          status_error="This template is now edited as code (changed in another tab). Your "
                                       "design is still on this page: copy what you need, then reload.")
     try:
-        doc = json.loads(request.form.get("doc") or "")
+        doc = loads_json(request.form.get("doc") or "")
         result = templates_service.save_version(current_user, current_user.account.id, template.id,
                                                 content_json=doc, base_version=_posted_base())
     except (ValueError, ValidationError) as exc:

@@ -8,7 +8,6 @@ A bad or missing signature is 403, an unreadable body 400 (the API's error envel
 a message we do not know is answered 200 and ignored, so the provider does not retry it forever. Bodies,
 addresses and tokens are never logged.
 """
-import json
 import logging
 
 from flask import Blueprint, current_app, jsonify, request
@@ -17,6 +16,7 @@ from nudge.blueprints.api.errors import error_response
 from nudge.delivery import feedback as provider_feedback
 from nudge.delivery.feedback import InvalidSignatureError, MalformedNotification
 from nudge.services import bounces
+from nudge.services.validation import loads_json
 
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("nudge.hooks")
@@ -77,7 +77,7 @@ def ses():
         if message["Type"] != "Notification":
             return _accepted("ses", {"recorded": 0, "duplicates": 0, "ignored": 0})
         try:
-            notification = json.loads(message["Message"])
+            notification = loads_json(message["Message"])
         except (TypeError, ValueError) as exc:
             raise MalformedNotification("The SNS Message is not an SES notification.") from exc
         records = provider_feedback.ses_feedback(notification, message.get("MessageId"))

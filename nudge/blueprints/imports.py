@@ -3,7 +3,7 @@ past imports, error downloads, and the streamed contact export of the current fi
 import datetime as dt
 import zoneinfo
 
-from flask import Blueprint, Response, abort, redirect, request, stream_with_context, url_for
+from flask import Blueprint, Response, abort, current_app, redirect, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -70,7 +70,7 @@ def new():
             except ValidationError as exc:
                 errors = field_errors(exc)
     return render("imports/new.html", errors=errors, status=422 if errors else 200,
-                  max_mb=(request.max_content_length or 0) // (1024 * 1024))
+                  max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024))  # the upload limit
 
 
 def _pending(import_id):

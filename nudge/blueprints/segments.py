@@ -19,6 +19,8 @@ from nudge.services import segments
 
 bp = Blueprint("segments", __name__)
 
+# A builder node's kind input: "r-2-1-kind" (indexes as the builder writes them, without leading zeros).
+NODE_KEY = re.compile(r"r((?:-(?:0|[1-9]\d{0,2}))*)-kind")
 ACTION = re.compile(r"^(add-rule|add-event|add-group|remove):(r(?:-\d{1,3}){0,6})$")
 NEW_RULE = {"field": "email", "op": "contains", "value": ""}
 NEW_EVENT = {"event": "opened", "op": "has", "within_days": 30}
@@ -67,16 +69,33 @@ def value_for_form(value):
     return "" if value is None else str(value)
 
 
-def _node_from_form(form, node_id, kinds, depth=0):
+def _form_tree(form):
+    """{parent path: sorted child indexes} of the builder's nodes, from one pass over the posted keys
+    (a path is the tuple of indexes: "r-2-1" -> (2, 1)). A form with more nodes or deeper nesting than a
+    segment may have is refused as soon as the key that crosses the cap is seen, so a huge posted form
+    costs one scan, never a scan per node."""
+    children, count = {}, 0
+    for key in form.keys():
+        match = NODE_KEY.fullmatch(key) if key.endswith("-kind") else None
+        if match is None or not match.group(1):
+            continue
+        path = tuple(int(part) for part in match.group(1)[1:].split("-"))
+        if len(path) > segments.MAX_DEPTH:
+            issue = f"Groups may be nested at most {segments.MAX_DEPTH} levels deep."
+            raise ValidationError(issue, [{"field": "conditions", "issue": issue}])
+        count += 1
+        if count > segments.MAX_CONDITIONS:
+            issue = f"A segment may have at most {segments.MAX_CONDITIONS} conditions."
+            raise ValidationError(issue, [{"field": "conditions", "issue": issue}])
+        children.setdefault(path[:-1], set()).add(path[-1])
+    return {parent: sorted(indexes) for parent, indexes in children.items()}
+
+
+def _node_from_form(form, node_id, path, tree, kinds):
     kind = form.get(f"{node_id}-kind", "group")
-    if kind == "group" or depth == 0:
-        children, index = [], 0
-        ids = sorted({int(m.group(1)) for key in form.keys()
-                      for m in [re.match(re.escape(node_id) + r"-(\d{1,3})-kind$", key)] if m})
-        for index in ids:
-            child = _node_from_form(form, f"{node_id}-{index}", kinds, depth + 1)
-            if child is not None:
-                children.append(child)
+    if kind == "group" or not path:
+        children = [_node_from_form(form, f"{node_id}-{index}", path + (index,), tree, kinds)
+                    for index in tree.get(path, ())]
         return {"match": "any" if form.get(f"{node_id}-match") == "any" else "all", "conditions": children}
     if kind == "event":
         node = {"event": form.get(f"{node_id}-event", ""), "op": form.get(f"{node_id}-op", "has")}
@@ -103,7 +122,9 @@ def _default_op(kind):
 
 
 def conditions_from_form(form, account_id):
-    return _node_from_form(form, "r", _kinds(account_id))
+    """The condition document of a posted builder form; a ValidationError when the form holds more nodes
+    or deeper groups than a segment may have."""
+    return _node_from_form(form, "r", (), _form_tree(form), _kinds(account_id))
 
 
 def _find(node, node_id):
@@ -125,6 +146,10 @@ def _get(node, node_id):
     return parent["conditions"][index] if parent is not None else None
 
 
+def _count_nodes(group):
+    return sum(1 + (_count_nodes(child) if "conditions" in child else 0) for child in group["conditions"])
+
+
 def apply_action(conditions, action):
     match = ACTION.match(action or "")
     if not match:
@@ -136,8 +161,8 @@ def apply_action(conditions, action):
             del parent["conditions"][index]
         return conditions
     group = _get(conditions, node_id)
-    if group is None or "conditions" not in group:
-        return conditions
+    if group is None or "conditions" not in group or _count_nodes(conditions) >= segments.MAX_CONDITIONS:
+        return conditions  # the builder offers no more than a segment may hold
     if verb == "add-rule":
         group["conditions"].append(dict(NEW_RULE))
     elif verb == "add-event":
@@ -221,7 +246,10 @@ def new():
         return _page("segments/form.html", values={"type": "dynamic"})
     acct = current_user.account
     values = {"name": request.form.get("name", ""), "type": request.form.get("type", "dynamic")}
-    conditions = conditions_from_form(request.form, acct.id)
+    try:
+        conditions = conditions_from_form(request.form, acct.id)
+    except ValidationError as exc:
+        return _page("segments/form.html", values=values, errors=field_errors(exc), status=422)
     if request.form.get("action"):  # a builder button without htmx
         return _page("segments/form.html", conditions=apply_action(conditions, request.form["action"]), values=values)
     try:
@@ -246,7 +274,10 @@ def edit(segment_id):
     if not current_user.can("contacts:write"):
         return render("errors/403.html", status=403)
     values = {"name": request.form.get("name", ""), "type": segment.type}
-    conditions = conditions_from_form(request.form, acct.id) if segment.type == "dynamic" else None
+    try:
+        conditions = conditions_from_form(request.form, acct.id) if segment.type == "dynamic" else None
+    except ValidationError as exc:
+        return _page("segments/form.html", segment=segment, values=values, errors=field_errors(exc), status=422)
     if request.form.get("action") and conditions is not None:
         return _page("segments/form.html", segment=segment, values=values,
                      conditions=apply_action(conditions, request.form["action"]))
@@ -278,7 +309,11 @@ def delete(segment_id):
 def builder():
     """Re-render the builder from the posted form, after an add/remove button or a field/operator change."""
     acct = current_user.account
-    conditions = conditions_from_form(request.form, acct.id)
+    try:
+        conditions = conditions_from_form(request.form, acct.id)
+    except ValidationError as exc:
+        empty = dict(segments.EMPTY_CONDITIONS, conditions=[])
+        return render("segments/_builder.html", status=422, **builder_context(acct.id, empty, field_errors(exc)))
     action = request.form.get("action")
     if action:
         conditions = apply_action(conditions, action)
@@ -294,7 +329,10 @@ def builder():
 def count():
     """The live count and preview of the conditions being edited (not saved)."""
     acct = current_user.account
-    conditions = conditions_from_form(request.form, acct.id)
+    try:
+        conditions = conditions_from_form(request.form, acct.id)
+    except ValidationError as exc:
+        return render("segments/_live.html", live_count=None, preview=[], live_error=exc.message)
     return render("segments/_live.html", **live_context(acct.id, conditions))
 
 

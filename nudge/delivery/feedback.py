@@ -136,7 +136,7 @@ class SNS:
         subscription fetches a URL; neither is done for a topic nobody listed."""
         try:
             message = json.loads(body)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: [[[[…]]]] nested past the stack
             raise MalformedNotification("The body is not JSON.") from exc
         if not isinstance(message, dict) or message.get("Type") not in SIGNED_FIELDS:
             raise MalformedNotification("Not an Amazon SNS message.")
@@ -317,7 +317,7 @@ def sendgrid_feedback(body):
     blocks, bounced-address drops and spam reports are skipped."""
     try:
         events = json.loads(body)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: [[[[…]]]] nested past the stack
         raise MalformedNotification("The body is not JSON.") from exc
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise MalformedNotification("A SendGrid event batch is a JSON array of objects.")

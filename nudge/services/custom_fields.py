@@ -1,5 +1,6 @@
 """Custom field definitions (at most 50 per account) and the validation of their values on every write path."""
 import datetime as dt
+import math
 import re
 
 import sqlalchemy as sa
@@ -120,15 +121,7 @@ def coerce_value(field, value, path):
             raise field_error(path, f"At most {MAX_TEXT_LENGTH} characters.")
         return value.strip()
     if kind == "number":
-        if isinstance(value, bool):
-            raise field_error(path, "Must be a number.")
-        if isinstance(value, (int, float)):
-            return value
-        try:
-            number = float(str(value).strip().replace(",", ""))
-        except ValueError:
-            raise field_error(path, f"Must be a number, not {str(value)[:40]!r}.")
-        return int(number) if number.is_integer() and "." not in str(value) else number
+        return _number(field, value, path)
     if kind == "date":
         if isinstance(value, dt.datetime):
             return value.date().isoformat()
@@ -154,6 +147,29 @@ def coerce_value(field, value, path):
             raise field_error(path, "Must be one of: " + ", ".join(field.options or []) + ".")
         return text
     raise field_error(path, f"Unknown field type {kind}.")
+
+
+def _number(field, value, path):
+    """A number field's value: an int or a finite float. NaN and infinities ("nan", "inf", "Infinity",
+    1e999) are refused: they are not numbers a segment can compare, and JSON cannot carry them."""
+    if isinstance(value, bool):
+        raise field_error(path, "Must be a number.")
+    if isinstance(value, (int, float)):
+        number = value
+    else:
+        try:
+            number = float(str(value).strip().replace(",", ""))
+        except ValueError:
+            raise field_error(path, f"Must be a number, not {str(value)[:40]!r}.")
+    try:
+        finite = math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise field_error(path, f"The number field {field.name!r} must be finite, not {str(value)[:40]!r}.")
+    if isinstance(value, (int, float)):
+        return value
+    return int(number) if number.is_integer() and "." not in str(value) else number
 
 
 def validate_values(values, fields, path="custom_fields"):

@@ -11,8 +11,10 @@ Merge tags ({{ ... }}, {% ... %}, {# ... #}) are swapped for inert stand-in toke
 sanitising and put back afterwards, so they reach Jinja exactly as written.
 """
 import copy
+import functools
 import html
 import html.entities
+import json
 import re
 import secrets
 from html.parser import HTMLParser
@@ -111,12 +113,86 @@ BLOCK_ID = re.compile(r"^[A-Za-z0-9_-]{6,32}$")
 COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 PADDING_PART = re.compile(r"^(\d{1,3})(?:px)?$")
 COLUMN_WIDTH = re.compile(r"^(\d{1,2}(?:\.\d{1,2})?)%$")
-MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 URL_OK = re.compile(r"^(?:https?://[^\s<>\"]+|mailto:[^\s<>\"]+)$", re.I)
 SRC_OK = re.compile(r"^(?:https?://[^\s<>\"]+|/[^/\s<>\"][^\s<>\"]*)$", re.I)
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # invisible, and MJML's parser stops at them
-COMMENT = re.compile(r"<!--.*?-->", re.S)
 URL_ISSUE = "Use an http(s) or mailto link."
+# A template's source (HTML, MJML, or a block document as JSON) is at most this many bytes: every compile
+# path refuses more with a 400 (docs/security.md). Compiling, checking and rendering stay well under a
+# second at this size.
+MAX_SOURCE_BYTES = 512 * 1024
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge tags: {{ expression }}, {% statement %}, {# comment #}, found in linear time
+
+MERGE_TAG_CLOSERS = {"{": "}}", "%": "%}", "#": "#}"}
+
+
+def merge_tag_spans(text, kinds="{%#"):
+    """(start, end) of every merge tag in text, leftmost first (see scan_merge_tags)."""
+    return scan_merge_tags(text, kinds)[0]
+
+
+def scan_merge_tags(text, kinds="{%#"):
+    """([(start, end) of every merge tag], where the first opener that is never closed is, or None).
+
+    The tags are those the regex `\\{\\{.*?\\}\\}|\\{%.*?%\\}|\\{#.*?#\\}` (DOTALL) finds, found in
+    linear time instead: that regex
+    rescans to the end of the text from every unclosed opener (16 KB of "{{" took a second). Once a
+    closer is missing after some opener, it is missing after every later opener of its kind too."""
+    spans, position, unclosed = [], 0, None
+    while kinds:
+        found = _opener(kinds).search(text, position)
+        if found is None:
+            break
+        start = found.start()
+        kind = text[start + 1]
+        end = text.find(MERGE_TAG_CLOSERS[kind], start + 2)
+        if end < 0:
+            kinds = kinds.replace(kind, "")
+            unclosed = start if unclosed is None else unclosed
+            position = start + 1
+            continue
+        spans.append((start, end + 2))
+        position = end + 2
+    return spans, unclosed
+
+
+def sub_comments(text, replace):
+    """text with every <!-- ... --> replaced by replace(comment), as re.sub(r"<!--.*?-->", ..., re.S) does but
+    in linear time (the regex rescans to the end from every unclosed "<!--")."""
+    out, position = [], 0
+    while True:
+        start = text.find("<!--", position)
+        end = text.find("-->", start + 4) if start >= 0 else -1
+        if end < 0:  # no comment left, or none closes: no later one can close either
+            break
+        out.append(text[position:start])
+        out.append(replace(text[start:end + 3]))
+        position = end + 3
+    if not out:
+        return text
+    out.append(text[position:])
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=16)
+def _opener(kinds):
+    return re.compile(r"\{[" + re.escape(kinds) + "]")
+
+
+def sub_merge_tags(text, replace, kinds="{%#"):
+    """text with every merge tag replaced by replace(tag)."""
+    out, last = [], 0
+    for start, end in merge_tag_spans(text, kinds):
+        out.append(text[last:start])
+        out.append(replace(text[start:end]))
+        last = end
+    if not out:
+        return text
+    out.append(text[last:])
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,7 +299,7 @@ def _padding(value):
 
 
 def _is_merge_tag(value):
-    return bool(MERGE_TAG.fullmatch(value)) and len(MERGE_TAG.findall(value)) == 1
+    return merge_tag_spans(value) == [(0, len(value))]
 
 
 def _url(value, allow_empty=True):
@@ -417,11 +493,25 @@ def _column_width(value):
     return value
 
 
+def check_source_size(size, field):
+    """Refuse a template source (HTML, MJML, or a block document as JSON) over MAX_SOURCE_BYTES."""
+    if size > MAX_SOURCE_BYTES:
+        issue = (f"The template is {size / 1024:,.0f} KB; a template may be at most {MAX_SOURCE_BYTES // 1024} KB "
+                 "(move large images to files and link them).")
+        raise ValidationError(issue, [{"field": field, "issue": issue}])
+
+
 def validate_document(doc):
     """The normalised copy of a document; raises ValidationError listing every problem with its path."""
     if not isinstance(doc, dict):
         raise ValidationError("The template is not valid.",
                               [{"field": "content_json", "issue": "The document must be a JSON object."}])
+    try:
+        size = len(json.dumps(doc, ensure_ascii=False).encode())
+    except (TypeError, ValueError, RecursionError):
+        raise ValidationError("The template is not valid.",
+                              [{"field": "content_json", "issue": "The document must be plain JSON."}]) from None
+    check_source_size(size, "content_json")
     checker = _Checker()
     if doc.get("schema", SCHEMA) != SCHEMA:
         checker.issue("schema", f"Unknown schema version; this version of the editor reads schema {SCHEMA}.")
@@ -667,10 +757,10 @@ class _MergeTags:
         self.pattern = re.compile(rf"nudgemt([ta])(\d+)z{self.nonce}")
 
     def protect(self, text):
-        def swap(match):
-            self.tags.append(match.group(0))
+        def swap(tag):
+            self.tags.append(tag)
             return f"nudgemtt{len(self.tags) - 1}z{self.nonce}"
-        return MERGE_TAG.sub(swap, text)
+        return sub_merge_tags(text, swap)
 
     def as_attribute(self, text):
         return re.sub(rf"nudgemtt(\d+)z{self.nonce}", rf"nudgemta\1z{self.nonce}", text)
@@ -973,9 +1063,9 @@ def mjml_to_html(source):
     """HTML from MJML source (the code view), merge tags and comments kept out of MJML's way the same way."""
     tags, kept = _MergeTags(), []
 
-    def keep(match):
-        kept.append(match.group(0))
+    def keep(comment):
+        kept.append(comment)
         return f"<!--nudgekeep{len(kept) - 1}z{tags.nonce}-->"
-    compiled = mjml.mjml2html(COMMENT.sub(keep, tags.protect(source)))
+    compiled = mjml.mjml2html(sub_comments(tags.protect(source), keep))
     compiled = re.sub(rf"<!--nudgekeep(\d+)z{tags.nonce}-->", lambda m: kept[int(m.group(1))], compiled)
     return tags.restore(compiled)

@@ -3,7 +3,6 @@
 The rows come from contacts.contacts_query (the list's filters, or segment_id) read with yield_per
 (a server-side cursor on PostgreSQL); the generators yield text chunks for a streamed response.
 Each export is recorded in the audit log as contact.exported with its format and count (spec section 5)."""
-import csv
 import io
 import json
 
@@ -11,6 +10,7 @@ from nudge.errors import field_error
 from nudge.extensions import db
 from nudge.models.types import utcnow
 from nudge.services import audit, contacts, custom_fields, permissions
+from nudge.services.csv_safe import SafeWriter
 from nudge.services.pagination import count_rows
 
 FORMATS = ("csv", "json")
@@ -40,7 +40,7 @@ class Export:
 
     def _csv(self):
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = SafeWriter(buffer)
         writer.writerow(self.columns())
         names = self.field_names
         for n, contact in enumerate(self._contacts(), 1):

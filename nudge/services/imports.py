@@ -57,6 +57,7 @@ from nudge.models import Contact, Import, ImportError_
 from nudge.models.types import utcnow
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import events, permissions, table_stats
+from nudge.services.csv_safe import SafeWriter
 from nudge.services.dialect import is_postgres
 from nudge.services.tags import MAX_TAG_LENGTH, normalize_tags
 from nudge.services.validation import normalize_email
@@ -962,7 +963,7 @@ def errors_csv(account_id, import_id):
     """The import's stored errors as CSV text chunks (row, column, reason), streamed from the database."""
     query = errors_query(account_id, import_id)
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = SafeWriter(buffer)
     writer.writerow(["row", "column", "reason"])
     for count, error in enumerate(db.session.scalars(query.execution_options(yield_per=2000)), 1):
         writer.writerow([error.row_number, error.field or "", error.message])

@@ -9,18 +9,28 @@ plain-text part derived from the HTML; Jinja syntax and sandbox rules checked wi
 source the user wrote) and the Jinja templates of a version are cached, so a send only runs the
 per-recipient render. Missing values render empty, so a contact without a custom field never breaks a
 send; internals (`{{ ''.__class__ }}`) are refused at save time and fail closed at render time.
+
+Nothing a template does can exhaust the server (docs/security.md): the source is capped at
+MAX_SOURCE_BYTES and its merge-tag code at MAX_MERGE_TAG_CHARS, merge tags are found in linear time, and
+every render is bounded in loop iterations, string and number sizes, output and time (BoundedCodeGenerator
+writes the guards into the compiled templates); a trial (compile + preview, a test send) shares one
+RENDER_SECONDS of render time and stops with a ValidationError saying which limit was reached.
 """
+import contextvars
 import datetime as dt
+import functools
 import html as html_lib
 import re
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 import css_inline
 from flask import current_app, has_app_context
-from jinja2 import nodes
+from jinja2 import Template, nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.filters import FILTERS as JINJA_FILTERS
 from jinja2.runtime import ChainableUndefined, LoopContext, Undefined
@@ -36,18 +46,29 @@ MAX_REPEAT = 10_000          # longest string or list that `*` may build in a te
 MAX_POWER = 1_000            # largest exponent `**` accepts
 MAX_REPLACE_RESULT = 1_000_000
 MAX_LOOP_DEPTH = 2
-
-# Merge tags as the user wrote them: {{ expression }}, {% statement %}, {# comment #}.
-MERGE_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+# Limits of one render (docs/security.md): a template that crosses one is refused when it is saved or
+# previewed (its trial render with the sample contact), and a recipient's render that crosses one fails
+# alone. The source itself is capped at email_doc.MAX_SOURCE_BYTES on every compile path.
+MAX_SOURCE_BYTES = email_doc.MAX_SOURCE_BYTES
+MAX_LOOP_ITERATIONS = 10_000     # iterations of all {% for %} loops of one render together
+MAX_STRING = 1_000_000           # longest string or list (in characters) that ~, +, join or * may build
+MAX_OUTPUT = 5_000_000           # characters one render may produce (set blocks included)
+MAX_INT_BITS = 10_000            # largest integer * and ** may build
+# Characters inside merge tags ({{ }}, {% %}, {# #}) of one source: Jinja's parser and compiler cost grows
+# with the code in the tags (text between them is cheap), so this bounds the compile of a 512 KB source.
+MAX_MERGE_TAG_CHARS = 64 * 1024
+RENDER_SECONDS = 1.0             # render time of one render, or of all the trial renders of a compile + preview
 # Stand-ins for merge tags while HTML/MJML tools run: plain ASCII words that no tool escapes or moves
 # (MRML writes non-ASCII characters in attributes as Rust escapes).
 TOKEN = re.compile(r"NuDgEmT(\d+)x")
 COMMENT_TOKEN = re.compile(r"<!--NuDgEmT(\d+)x-->")
 # Tags, comments and raw-text elements, where a stand-in must stay plain text.
-MARKUP_SPAN = re.compile(r"<!--.*?-->|<(style|script|title|textarea)\b[^>]*>.*?</\1\s*>|<[^<>]*>", re.S | re.I)
+RAW_TEXT_ELEMENT = re.compile(r"(style|script|title|textarea)\b", re.I)
+RAW_TEXT_END = {name: re.compile(rf"</{name}\s*>", re.I) for name in ("style", "script", "title", "textarea")}
+ANGLE = re.compile(r"[<>]")
 BLANK_LINES = re.compile(r"\n{3,}")
 UNSUBSCRIBE_TAG = re.compile(r"\{\{-?\s*unsubscribe_url\b")
-POSTAL_TAG = re.compile(r"\{\{[^}]*\baccount\.postal_address\b|\{\{[^}]*\baccount\[\s*['\"]postal_address['\"]\s*\]")
+POSTAL_REFERENCE = re.compile(r"\baccount\.postal_address\b|\baccount\[\s*['\"]postal_address['\"]\s*\]")
 
 PREVIEW_PATHS = {"unsubscribe_url": "/u/preview", "preferences_url": "/p/preview", "view_in_browser_url": "/v/preview"}
 SAMPLE_CONTACT = {"email": "alex.sample@example.com", "first_name": "Alex", "last_name": "Sample", "tags": ["sample"]}
@@ -165,20 +186,184 @@ SAFE_METHODS = {
 }
 
 
+# --------------------------------------------------------------------------------------------------
+# Render limits: loop iterations, string sizes, output size and time, per render
+
+TOO_SLOW = f"The template takes too long to render (over {RENDER_SECONDS:g} s): simplify its loops and filters."
+
+
+class _Budget:
+    """What one render has used so far; every guard below charges it and checks the deadline."""
+    __slots__ = ("deadline", "iterations", "output")
+
+    def __init__(self, deadline):
+        self.deadline, self.iterations, self.output = deadline, 0, 0
+
+
+class _Trial:
+    """Render time left to the renders of one trial (compile + preview render up to four times)."""
+    __slots__ = ("remaining",)
+
+    def __init__(self, seconds):
+        self.remaining = seconds
+
+
+_budget = contextvars.ContextVar("nudge_render_budget", default=None)
+_trial = contextvars.ContextVar("nudge_render_trial", default=None)
+
+
+class time_limit:  # noqa: N801 - used as a function: `with time_limit():`
+    """The renders inside share `seconds` of render time (parsing and compiling, which only depend on
+    the capped source size, are not counted). Nested, the outer limit holds. A class rather than a
+    contextlib generator: every recipient's render of a send goes through one."""
+    __slots__ = ("seconds", "token")
+
+    def __init__(self, seconds=None):
+        self.seconds, self.token = seconds, None
+
+    def __enter__(self):
+        if _trial.get() is None:
+            self.token = _trial.set(_Trial(RENDER_SECONDS if self.seconds is None else self.seconds))
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.token is not None:
+            _trial.reset(self.token)
+        return False
+
+
+def _current_budget():
+    budget = _budget.get()
+    if budget is None:  # a render that did not go through BoundedTemplate.render (none of ours)
+        budget = _Budget(time.monotonic() + RENDER_SECONDS)
+    return budget
+
+
+def _tick():
+    budget = _budget.get()
+    if budget is not None and time.monotonic() > budget.deadline:
+        raise SecurityError(TOO_SLOW)
+
+
+def _size(value, limit=MAX_STRING):
+    """Characters a value stands for once made text (a list counts its items), counted only up to a
+    little past limit so that measuring stays cheap."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, (list, tuple, dict)):
+        total = 2
+        for item in (value.items() if isinstance(value, dict) else value):
+            total += _size(item, limit) + 2
+            if total > limit:
+                break
+        return total
+    return 8
+
+
+def _too_big(*values):
+    return sum(_size(value) for value in values) > MAX_STRING
+
+
+class BoundedTemplate(Template):
+    """A template whose every render runs with its own budget (and within a trial's deadline)."""
+
+    def render(self, *args, **kwargs):
+        trial = _trial.get()
+        start = time.monotonic()
+        seconds = RENDER_SECONDS if trial is None else min(RENDER_SECONDS, trial.remaining)
+        token = _budget.set(_Budget(start + seconds))
+        try:
+            return super().render(*args, **kwargs)
+        finally:
+            _budget.reset(token)
+            if trial is not None:
+                trial.remaining -= time.monotonic() - start
+
+
+class BoundedCodeGenerator(CodeGenerator):
+    """Jinja's code generator with the render guards written into the compiled template: every loop
+    iterates through environment.guard_loop, every output goes through environment.count_output
+    (set blocks too), and every ~ through environment.checked_concat."""
+
+    def visit_Template(self, node, frame=None):
+        for loop in node.find_all(nodes.For):
+            loop.iter = nodes.Call(nodes.EnvironmentAttribute("guard_loop"), [loop.iter], [], None, None,
+                                   lineno=loop.iter.lineno)
+        super().visit_Template(node, frame)
+
+    def _output_child_pre(self, node, frame, finalize):
+        super()._output_child_pre(node, frame, finalize)
+        self.write("environment.count_output(")
+
+    def _output_child_post(self, node, frame, finalize):
+        self.write(")")
+        super()._output_child_post(node, frame, finalize)
+
+    def _output_const_repr(self, group):
+        return f"environment.count_output({super()._output_const_repr(group)})"
+
+    def visit_Concat(self, node, frame):
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.checked_concat({join}, (")
+        for argument in node.nodes:
+            self.visit(argument, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _guarded_filter(function):
+    """A filter that first checks the render's deadline and the size of what it is given."""
+    @functools.wraps(function)
+    def guarded(*args, **kwargs):
+        _tick()
+        if _too_big(*args, *kwargs.values()):
+            raise SecurityError(f"A value over {MAX_STRING:,} characters cannot go through a filter.")
+        return function(*args, **kwargs)
+    return guarded
+
+
+def filter_join(eval_ctx, value, d="", attribute=None):
+    """Jinja's join, refusing results over MAX_STRING characters (a long separator between many items)."""
+    items = value if isinstance(value, (str, list, tuple)) else list(value)
+    if _size(items) + len(str(d)) * max(0, len(items) - 1) > MAX_STRING:
+        raise SecurityError(f"join would build a string over {MAX_STRING:,} characters.")
+    return JINJA_FILTERS["join"](eval_ctx, items, d, attribute)
+
+
+filter_join.jinja_pass_arg = JINJA_FILTERS["join"].jinja_pass_arg
+FILTERS["join"] = filter_join
+
+
 def _repeat_too_long(sequence, times):
-    return isinstance(sequence, (str, list, tuple)) and isinstance(times, int) and len(sequence) * times > MAX_REPEAT
+    return (isinstance(sequence, (str, list, tuple)) and isinstance(times, int)
+            and (len(sequence) * times > MAX_REPEAT or _size(sequence) * times > MAX_STRING))
+
+
+def _int_too_big(operator, left, right):
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return False
+    if operator == "*":
+        return left.bit_length() + right.bit_length() > MAX_INT_BITS
+    return left.bit_length() * abs(right) > MAX_INT_BITS  # **
 
 
 class EmailSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, narrowed further: no globals, an allow-list of filters and methods, and
-    operators that cannot be used to exhaust memory or CPU."""
-    intercepted_binops = frozenset({"*", "**", "%"})
+    operators, loops and output that cannot be used to exhaust memory or CPU (the limits above)."""
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = BoundedCodeGenerator
+    template_class = BoundedTemplate
 
     def __init__(self, autoescape):
         super().__init__(autoescape=autoescape, undefined=BlankUndefined, finalize=_finalize,
                          keep_trailing_newline=True, cache_size=0, auto_reload=False)
         self.globals.clear()
-        self.filters = dict(FILTERS)
+        self.filters = {name: _guarded_filter(function) for name, function in FILTERS.items()}
 
     def getattr(self, obj, attribute):
         # A dict's keys come before its methods: a custom field named "items" or "values" is data.
@@ -198,14 +383,49 @@ class EmailSandbox(ImmutableSandboxedEnvironment):
     def wrap_str_format(self, value):
         return None  # str.format is not on the method allow-list; refuse it like any other method
 
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
+        _tick()
+        return super().call(__context, __obj, *args, **kwargs)
+
     def call_binop(self, context, operator, left, right):
+        _tick()
         if operator == "*" and (_repeat_too_long(left, right) or _repeat_too_long(right, left)):
-            raise SecurityError(f"Repeating a value more than {MAX_REPEAT:,} characters long is not allowed.")
+            raise SecurityError(f"Repeating a value to more than {MAX_REPEAT:,} items or {MAX_STRING:,} characters "
+                                "is not allowed.")
         if operator == "**" and isinstance(right, (int, float)) and abs(right) > MAX_POWER:
             raise SecurityError(f"Exponents above {MAX_POWER} are not allowed.")
+        if operator in ("*", "**") and _int_too_big(operator, left, right):
+            raise SecurityError(f"Numbers over {MAX_INT_BITS:,} bits are not allowed.")
         if operator == "%" and isinstance(left, str):
             raise SecurityError("String formatting with % is not available in merge tags.")
+        if operator == "+" and isinstance(left, (str, list, tuple)) and _too_big(left, right):
+            raise SecurityError(f"+ would build a value over {MAX_STRING:,} characters.")
         return super().call_binop(context, operator, left, right)
+
+    # The guards the compiled templates call (BoundedCodeGenerator).
+    def guard_loop(self, iterable):
+        budget = _current_budget()
+        for item in iterable:
+            budget.iterations += 1
+            if budget.iterations > MAX_LOOP_ITERATIONS:
+                raise SecurityError(f"Loops may run at most {MAX_LOOP_ITERATIONS:,} times in one email.")
+            if time.monotonic() > budget.deadline:
+                raise SecurityError(TOO_SLOW)
+            yield item
+
+    def count_output(self, value):
+        # On every output of every send: kept cheap (the deadline is checked by the costly operations).
+        budget = _budget.get() or _current_budget()
+        budget.output += len(value) if isinstance(value, str) else _size(value, MAX_OUTPUT)
+        if budget.output > MAX_OUTPUT:
+            raise SecurityError(f"The email would be longer than {MAX_OUTPUT:,} characters.")
+        return value
+
+    def checked_concat(self, join, parts):
+        _tick()
+        if _too_big(*parts):
+            raise SecurityError(f"~ would build a string over {MAX_STRING:,} characters.")
+        return join(parts)
 
 
 def _finalize(value):
@@ -224,17 +444,17 @@ def normalize_merge_tags(source):
     serialisers escape quotes and ampersands in attributes, Jinja needs the expression as written."""
     if "&" not in source:
         return source
-    return MERGE_TAG.sub(lambda m: html_lib.unescape(m.group()) if "&" in m.group() else m.group(), source)
+    return email_doc.sub_merge_tags(source, lambda tag: html_lib.unescape(tag) if "&" in tag else tag)
 
 
 def protect(source):
     """(source with each merge tag replaced by a stand-in, the tags)."""
     tags = []
 
-    def stand_in(match):
-        tags.append(match.group())
+    def stand_in(tag):
+        tags.append(tag)
         return f"NuDgEmT{len(tags) - 1}x"
-    return MERGE_TAG.sub(stand_in, source), tags
+    return email_doc.sub_merge_tags(source, stand_in), tags
 
 
 def restore(text, tags):
@@ -250,24 +470,72 @@ def quote_attribute_tags(source):
     if '"' not in source or "{" not in source:
         return source
     protected, tags = protect(source)
-    for span in MARKUP_SPAN.finditer(protected):
-        if span.group(1) or span.group().startswith("<!--"):
+    for start, end, opaque in markup_spans(protected):
+        if opaque:
             continue
-        for token in TOKEN.finditer(span.group()):
+        for token in TOKEN.finditer(protected, start, end):
             index = int(token.group(1))
             if "'" not in tags[index]:
                 tags[index] = tags[index].replace('"', "'")
     return restore(protected, tags)
 
 
+def markup_spans(text):
+    """(start, end, opaque) of every comment, raw-text element (<style>, <script>, <title>, <textarea> with
+    their content) and tag, leftmost first, comments and raw-text elements opaque: what the regex
+    `<!--.*?-->|<(style|script|title|textarea)\\b[^>]*>.*?</\\1\\s*>|<[^<>]*>` (DOTALL, IGNORECASE) finds,
+    in linear time. The regex rescans to the end from every unclosed "<!--" or "<style"; here each
+    closer found is remembered, and one that is missing stays missing for every later opener."""
+    spans, position = [], 0
+    comment_closes, next_gt, raw_ends = True, -1, {}
+    while True:
+        start = text.find("<", position)
+        if start < 0:
+            return spans
+        position = start + 1
+        if comment_closes and text.startswith("<!--", start):
+            end = text.find("-->", start + 4)
+            if end >= 0:
+                spans.append((start, end + 3, True))
+                position = end + 3
+                continue
+            comment_closes = False
+        element = RAW_TEXT_ELEMENT.match(text, start + 1)
+        if element:
+            if next_gt is not None and next_gt < element.end():
+                next_gt = text.find(">", element.end())
+                next_gt = None if next_gt < 0 else next_gt
+            if next_gt is not None:
+                end = _raw_text_end(text, element.group(1).lower(), next_gt + 1, raw_ends)
+                if end is not None:
+                    spans.append((start, end, True))
+                    position = end
+                    continue
+        angle = ANGLE.search(text, start + 1)
+        if angle is not None and text[angle.start()] == ">":
+            spans.append((start, angle.end(), text.startswith("<!--", start)))  # "<!-->" is a comment too
+            position = angle.end()
+
+
+def _raw_text_end(text, name, after, found):
+    """End of the first </name> at or after `after`; found[name] remembers the last one seen (None: none)."""
+    last = found.get(name, (-1, -1))
+    if last is None:
+        return None
+    if last[0] < after:
+        match = RAW_TEXT_END[name].search(text, after)
+        last = found[name] = (match.start(), match.end()) if match else None
+    return last[1] if last else None
+
+
 def _tokens_as_comments(text):
     """Stand-ins in element content become HTML comments, which an HTML5 parser leaves in place (bare
     text between table rows would be moved out of the table); in tags and raw text they stay as they are."""
     out, position = [], 0
-    for span in MARKUP_SPAN.finditer(text):
-        out.append(TOKEN.sub(r"<!--\g<0>-->", text[position:span.start()]))
-        out.append(span.group())
-        position = span.end()
+    for start, end, _ in markup_spans(text):
+        out.append(TOKEN.sub(r"<!--\g<0>-->", text[position:start]))
+        out.append(text[start:end])
+        position = end
     out.append(TOKEN.sub(r"<!--\g<0>-->", text[position:]))
     return "".join(out)
 
@@ -303,7 +571,7 @@ def _line_at(text, offset):
 
 def _blank_merge_tags(source):
     """The source with merge tags blanked out, newlines kept, so offsets still give the user's lines."""
-    return MERGE_TAG.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
+    return email_doc.sub_merge_tags(source, lambda tag: re.sub(r"[^\n]", " ", tag))
 
 
 def diagnose_mjml(source):
@@ -410,19 +678,32 @@ def _template_line(exc):
     return line
 
 
+TOO_DEEP = "A merge tag is too complex: nested or chained hundreds of levels deep."
+
+
+def _check_merge_tag_size(source):
+    spans, unclosed = email_doc.scan_merge_tags(source)
+    code = sum(end - start for start, end in spans) + (len(source) - unclosed if unclosed is not None else 0)
+    if code > MAX_MERGE_TAG_CHARS:
+        raise _TemplateProblem(None, f"The merge tags add up to {code / 1024:,.0f} KB of code; a template's merge "
+                                     f"tags may hold at most {MAX_MERGE_TAG_CHARS // 1024} KB.")
+
+
 def check_template(source, env=HTML_ENV):
     """The compiled Jinja template of a source; raises _TemplateProblem for syntax errors, sandbox
     violations and errors of a trial render with a sample contact."""
+    _check_merge_tag_size(source)
     try:
         tree = env.parse(source)
+        problems = list(_policy_problems(tree))
+        if problems:
+            raise _TemplateProblem(*problems[0])
+        # from the parsed tree: parsing a large source again would double the cost of the check
+        template = env.template_class.from_code(env, env.compile(tree), env.make_globals(None), None)
     except TemplateSyntaxError as exc:
         raise _TemplateProblem(exc.lineno, _syntax_message(exc)) from exc
-    for line, message in _policy_problems(tree):
-        raise _TemplateProblem(line, message)
-    try:
-        template = env.from_string(source)
-    except TemplateSyntaxError as exc:
-        raise _TemplateProblem(exc.lineno, _syntax_message(exc)) from exc
+    except RecursionError:  # Jinja's parser and compiler recurse once per nesting level
+        raise _TemplateProblem(None, TOO_DEEP) from None
     try:
         template.render(sample_context(base_url="https://example.com"))
     except Exception as exc:  # noqa: BLE001 - any failure of the trial render is the template's fault
@@ -729,6 +1010,17 @@ def _link_ok(href):
     return href.lower().startswith(("http://", "https://", "mailto:", "{{"))
 
 
+def has_postal_tag(text):
+    """Whether a {{ ... }} tag names account.postal_address, as the regex
+    `\\{\\{[^}]*\\baccount\\.postal_address\\b` would say but in linear time (that regex rescans from
+    every "{{"): cut at each "}", only what follows a piece's first "{{" can hold the reference."""
+    for piece in text.split("}"):
+        opener = piece.find("{{")
+        if opener >= 0 and POSTAL_REFERENCE.search(piece, opener + 2):
+            return True
+    return False
+
+
 def check_content(html, text=None):
     """Warnings about a compiled email, its HTML and (when given) its text part: [{"code", "message"}],
     an empty list when all is well. The unsubscribe link and postal address must be in both parts."""
@@ -759,7 +1051,7 @@ def check_content(html, text=None):
         warnings.append({"code": "unsubscribe_missing",
                          "message": "There is no unsubscribe link: add a link to {{ unsubscribe_url }} (the law "
                                     "requires one, and campaigns cannot be sent without it)."})
-    if not POSTAL_TAG.search(html) or (text is not None and not POSTAL_TAG.search(text)):
+    if not has_postal_tag(html) or (text is not None and not has_postal_tag(text)):
         warnings.append({"code": "postal_address_missing",
                          "message": "The account's postal address is missing: add {{ account.postal_address }} "
                                     "(the law requires it, and campaigns cannot be sent without it)."})
@@ -775,6 +1067,8 @@ class Compiled:
     html: str
     text: str
     warnings: list = field(default_factory=list)
+    # The Jinja templates the checks compiled (html, text), so a preview does not compile them again.
+    templates: tuple = field(default=None, repr=False, compare=False)
 
 
 def _one_source(content_json, mjml, html):
@@ -791,25 +1085,29 @@ def _one_source(content_json, mjml, html):
 def compile_template(*, content_json=None, mjml=None, html=None, base_url=None):
     """Compile a template once: blocks -> MJML -> HTML, MJML -> HTML, or raw HTML with its CSS inlined;
     then the Jinja checks, the plain-text part and the content warnings. Raises ValidationError with
-    the line (or the block field) of any error."""
+    the line (or the block field) of any error. The trial renders together stop at RENDER_SECONDS."""
+    with time_limit():
+        return _compile(content_json, mjml, html, base_url)
+
+
+def _compile(content_json, mjml, html, base_url):
     kind = _one_source(content_json, mjml, html)
     if kind == "content_json":
         doc = email_doc.validate_document(content_json)
         check_document(doc)
         compiled_html = document_to_html(doc, base_url)
-    elif kind == "mjml":
-        source = normalize_merge_tags(mjml)
-        _checked(source, "content")
-        compiled_html = mjml_to_html(source)
     else:
-        source = normalize_merge_tags(html)
+        source = mjml if kind == "mjml" else html
+        email_doc.check_source_size(len(source.encode()), "content")
+        source = normalize_merge_tags(source)
         _checked(source, "content")
-        compiled_html = inline_css(source)
+        compiled_html = mjml_to_html(source) if kind == "mjml" else inline_css(source)
     compiled_html = quote_attribute_tags(normalize_merge_tags(compiled_html))
-    _checked(compiled_html, "content")
+    html_template = _checked(compiled_html, "content")
     text = html_to_text(compiled_html)
-    _checked(text, "content", TEXT_ENV)
-    return Compiled(html=compiled_html, text=text, warnings=check_content(compiled_html, text))
+    text_template = _checked(text, "content", TEXT_ENV)
+    return Compiled(html=compiled_html, text=text, warnings=check_content(compiled_html, text),
+                    templates=(html_template, text_template))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -819,17 +1117,17 @@ class CompiledVersion:
     """The Jinja templates of one template version: render() is all a send does per recipient."""
     __slots__ = ("html_template", "text_template", "tidy_text")
 
-    def __init__(self, html, text):
-        self.html_template = HTML_ENV.from_string(html)
-        self.text_template = TEXT_ENV.from_string(text)
+    def __init__(self, html, text, templates=None):
+        self.html_template, self.text_template = templates or (HTML_ENV.from_string(html), TEXT_ENV.from_string(text))
         # Only {% %} blocks can leave runs of blank lines in the text part.
         self.tidy_text = "{%" in text
 
     def render(self, context):
         """(html, text) for one recipient's context (see build_context)."""
         try:
-            html = self.html_template.render(context)
-            text = self.text_template.render(context)
+            with time_limit():  # the html and text parts share one render budget
+                html = self.html_template.render(context)
+                text = self.text_template.render(context)
         except Exception as exc:  # noqa: BLE001 - a recipient's render failing must not crash a batch silently
             line = _template_line(exc)
             issue = (f"Line {line}: " if line else "") + str(exc)
@@ -967,7 +1265,8 @@ def preview(account, *, content_json=None, mjml=None, html=None, contact=None, b
     Alex Sample, when none is given), as POST /api/v1/templates/render and the editor preview show it."""
     if contact is not None and not isinstance(contact, dict) and not hasattr(contact, "email"):
         raise ValidationError("contact must be an object.", [{"field": "contact", "issue": "Must be an object."}])
-    compiled = compile_template(content_json=content_json, mjml=mjml, html=html, base_url=base_url)
-    context = build_context(account, contact, **preview_urls(base_url))
-    rendered_html, rendered_text = CompiledVersion(compiled.html, compiled.text).render(context)
+    with time_limit():  # the compile's trial renders and this one, together
+        compiled = compile_template(content_json=content_json, mjml=mjml, html=html, base_url=base_url)
+        context = build_context(account, contact, **preview_urls(base_url))
+        rendered_html, rendered_text = CompiledVersion(compiled.html, compiled.text, compiled.templates).render(context)
     return {"html": rendered_html, "text": rendered_text, "warnings": compiled.warnings}

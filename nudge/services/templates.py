@@ -23,7 +23,6 @@ CATEGORIES = ("Newsletter", "Announcement", "Promotion", "Welcome", "Transaction
 # A campaign's own content lives in a template of this category (services.campaigns); the Templates
 # list leaves them out and no one else may use the name.
 CAMPAIGN_CATEGORY = "Campaign"
-MAX_SOURCE_BYTES = 500_000
 SORTS = {"updated": Template.updated_at.desc(), "name": Template.name.asc(), "created": Template.created_at.desc()}
 
 
@@ -173,8 +172,7 @@ def _compile(format_, content_json, content_source):
         return doc, None, rendering.compile_template(content_json=doc, base_url=base_url)
     if not isinstance(content_source, str) or not content_source.strip():
         raise field_error("content_source", f"Write the template's {format_.upper()} source.")
-    if len(content_source.encode()) > MAX_SOURCE_BYTES:
-        raise field_error("content_source", "The source is larger than 500 KB.")
+    email_doc.check_source_size(len(content_source.encode()), "content_source")
     if format_ == "mjml":
         return None, content_source, rendering.compile_template(mjml=content_source, base_url=base_url)
     return None, content_source, rendering.compile_template(html=content_source, base_url=base_url)

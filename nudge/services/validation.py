@@ -1,4 +1,5 @@
 """Input checks shared by every way in (dashboard, API, import, CLI)."""
+import json
 import re
 import uuid
 import zoneinfo
@@ -9,6 +10,41 @@ from nudge.delivery.message import InvalidAddress, ascii_domain
 from nudge.errors import ValidationError, field_error
 
 DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+# JSON from outside (API bodies, the editor's document, form fields holding JSON) may nest this deep:
+# far more than any document of ours needs, few enough for every walk over it (docs/security.md).
+MAX_JSON_DEPTH = 64
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than MAX_JSON_DEPTH (json.loads itself gives up with RecursionError near 1,000)."""
+
+    def __init__(self):
+        super().__init__(f"nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+def loads_json(text, **options):
+    """json.loads for text from outside: a document nested deeper than MAX_JSON_DEPTH raises JSONTooDeep
+    (a ValueError) instead of a RecursionError, here or in whatever walks the result later."""
+    try:
+        value = json.loads(text, **options)
+    except RecursionError:
+        raise JSONTooDeep() from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value):
+    stack = [(value, 1)]
+    while stack:  # iterative: the check must not recurse itself
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise JSONTooDeep()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def _text(value, field):

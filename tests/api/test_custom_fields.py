@@ -82,3 +82,20 @@ def test_read_scope_and_isolation(client, make_account, api_token, headers):
     response = client.post("/api/v1/contacts", headers=write, json={"email": "a@example.com",
                                                                      "custom_fields": {"mine": "x"}})
     assert response.status_code == 400
+
+
+def test_number_values_must_be_finite(client, headers):
+    client.post("/api/v1/custom-fields", headers=headers, json={"name": "n", "type": "number"})
+    for value in ("nan", "Infinity", "-inf"):
+        response = client.post("/api/v1/contacts", headers=headers,
+                               json={"email": "a@example.com", "custom_fields": {"n": value}})
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert error["details"] == [{"field": "custom_fields.n",
+                                     "issue": f"The number field 'n' must be finite, not {value!r}."}]
+    # 1e999 is valid JSON that Python reads as infinity.
+    response = client.post("/api/v1/contacts", headers={**headers, "Content-Type": "application/json"},
+                           data='{"email": "a@example.com", "custom_fields": {"n": 1e999}}')
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"][0]["field"] == "custom_fields.n"

@@ -128,3 +128,26 @@ def test_invalid_content_is_a_validation_error_with_the_field(client, make_accou
     assert any(d["field"].startswith("blocks[0]") for d in response.get_json()["error"]["details"])
     unknown = create(client, token, colour="red")
     assert unknown.status_code == 400 and unknown.get_json()["error"]["details"][0]["field"] == "colour"
+
+
+def test_render_refuses_runaway_templates_and_stays_healthy(client, make_account, api_token):
+    from nudge.services import rendering
+    account, _ = make_account()
+    token = api_token(account, "campaigns:read campaigns:write")
+    big = '{% set s = "x" * 10000 %}{% set s = ' + "s~" * 95 + "s %}"
+    runaway = big + '{% for a in "x" * 3000 %}{% if (s | replace("x", "y")) | length > 5 %}{% endif %}{% endfor %}'
+    for html, message in ((runaway, "takes too long to render"),
+                          ('{% for a in "x" * 200 %}{% for b in "x" * 200 %}{% endfor %}{% endfor %}',
+                           "Loops may run at most 10,000 times in one email"),
+                          ("<p>" + "{{" * 8000 + "</p>", "The template has an error")):
+        response = client.post("/api/v1/templates/render", headers=bearer(token), json={"html": html})
+        assert response.status_code == 400
+        error = response.get_json()["error"]
+        assert error["code"] == "VALIDATION_ERROR" and message in error["message"]
+        assert error["details"][0]["field"] == "content"
+    healthy = client.post("/api/v1/templates/render", headers=bearer(token), json={"mjml": MJML})
+    assert healthy.status_code == 200 and "Hi Alex" in healthy.get_json()["data"]["html"]
+    too_big = create(client, token, format="html", content_source="<p>" + "x" * rendering.MAX_SOURCE_BYTES + "</p>")
+    assert too_big.status_code == 400
+    error = too_big.get_json()["error"]
+    assert error["details"][0]["field"] == "content_source" and "at most 512 KB" in error["message"]

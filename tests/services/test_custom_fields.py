@@ -72,3 +72,34 @@ def test_viewer_cannot_define(owner, make_user):
     viewer = make_user(db.session.get(Account, owner.account_id), role="viewer")
     with pytest.raises(Forbidden):
         custom_fields.create_field(viewer, name="x")
+
+
+@pytest.mark.parametrize("bad", ["nan", "NaN", "inf", "-inf", "Infinity", "-Infinity", "1e999", float("nan"),
+                                 float("inf"), float("-inf"), 10 ** 400])
+def test_number_fields_refuse_values_that_are_not_finite(owner, bad):
+    custom_fields.create_field(owner, name="score", type="number")
+    with pytest.raises(ValidationError) as exc:
+        contacts.create_contact(owner, {"email": "a@example.com", "custom_fields": {"score": bad}})
+    assert exc.value.details == [{"field": "custom_fields.score",
+                                  "issue": f"The number field 'score' must be finite, not {str(bad)[:40]!r}."}]
+    contact = contacts.create_contact(owner, {"email": "a@example.com", "custom_fields": {"score": "-1.5e3"}})
+    assert contact.custom_fields == {"score": -1500.0}
+    with pytest.raises(ValidationError) as exc:
+        contacts.update_contact(owner, contact.id, {"custom_fields": {"score": bad}})
+    assert exc.value.details[0]["field"] == "custom_fields.score"
+    db.session.refresh(contact)
+    assert contact.custom_fields == {"score": -1500.0}
+
+
+def test_imports_refuse_numbers_that_are_not_finite(owner, tmp_path):
+    from nudge.services import imports
+    custom_fields.create_field(owner, name="score", type="number")
+    path = tmp_path / "people.csv"
+    path.write_text("email,score\na@example.com,nan\nb@example.com,Infinity\nc@example.com,-inf\nd@example.com,7\n")
+    imp = imports.import_file(owner, str(path))
+    assert (imp.created_count, imp.error_count) == (1, 3)
+    errors = imports.first_errors(owner.account_id, imp.id, 10)
+    assert [(e.row_number, e.field) for e in errors] == [(1, "score"), (2, "score"), (3, "score")]
+    assert all("The number field 'score' must be finite" in e.message for e in errors)
+    _, errors = imports.import_contacts(owner, [{"email": "e@example.com", "custom_fields": {"score": "inf"}}])
+    assert "must be finite" in errors[0]["message"]

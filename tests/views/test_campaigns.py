@@ -277,3 +277,27 @@ def test_viewers_read_and_other_accounts_see_nothing(app, owner_client, make_use
     assert stranger_client.get(f"/campaigns/{campaign.id}/preview").status_code == 404
     assert stranger_client.post(f"/campaigns/{campaign.id}/delete").status_code == 404
     assert "May news" not in text(stranger_client.get("/campaigns/"))
+
+
+def test_a_runaway_stored_version_is_refused_by_test_send_and_preview(owner_client):
+    """Content saved before the render limits existed still cannot run away: the real test send renders
+    it and stops at the limit before anything is sent."""
+    from nudge.models import TemplateVersion
+    from nudge.services import rendering
+    client, account, owner = owner_client
+    campaign = ready_campaign(owner, account)
+    runaway = ('{% for a in "x" * 200 %}{% for b in "x" * 200 %}{% endfor %}{% endfor %}'
+               "<p>{{ account.postal_address }} <a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>")
+    version = campaigns.current_content(campaign).version
+    if version is not None:
+        db.session.execute(sa.update(TemplateVersion).where(TemplateVersion.id == version.id)
+                           .values(content_html=runaway, content_text=runaway))
+    db.session.execute(sa.update(Campaign).where(Campaign.id == campaign.id)
+                       .values(content_html=runaway, content_text=runaway))
+    db.session.commit()
+    rendering._versions.clear()
+    response = client.post(f"/campaigns/{campaign.id}/test", data={"emails": "me@x.example"}, headers=HTMX)
+    assert response.status_code == 422 and "Loops may run at most 10,000 times in one email" in text(response)
+    preview = client.get(f"/campaigns/{campaign.id}/preview")
+    assert preview.status_code == 400 and "Loops may run at most" in text(preview)
+    assert client.get(f"/campaigns/{campaign.id}").status_code == 200  # the app carries on

@@ -285,3 +285,16 @@ def test_an_address_in_another_case_is_the_same_contact(client, login, shop):
     assert contact("bob@example.com").status == "unsubscribed"
     client.post("/contacts/suppressions/remove", data={"email": "bob@example.com"})
     assert not suppressions.is_suppressed(account.id, "BOB@EXAMPLE.COM")
+
+
+def test_number_fields_refuse_nan_and_infinity(client, login, shop):
+    _, owner = shop
+    login(client, owner)
+    response = client.post("/contacts/new", data={"email": "dan@example.com", "cf.seats": "inf"})
+    assert response.status_code == 422
+    assert "The number field &#39;seats&#39; must be finite" in response.get_data(as_text=True)
+    assert contact("dan@example.com") is None
+    ann = contact("ann@example.com")
+    bad = client.post(f"/contacts/{ann.id}/edit", headers=HTMX, data={"email": "ann@example.com", "cf.seats": "NaN"})
+    assert bad.status_code == 422 and "must be finite" in bad.get_data(as_text=True)
+    assert contact("ann@example.com").custom_fields == {}

@@ -436,3 +436,30 @@ def test_gallery_templates_are_read_only(editing):
     assert op(client, gallery, doc, op="delete", id="head01").status_code == 403
     assert save(client, gallery, doc, 1).status_code == 403
     assert len(versions_of(gallery)) == 1
+
+
+def test_a_document_nested_past_the_stack_is_refused_readably(editing):
+    client, account, owner, template = editing
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post(f"/templates/{template.id}/edit/save", headers=HTMX, data={"doc": deep, "base_version": "1"})
+    assert response.status_code == 422
+    assert "Not saved:" in html.unescape(response.get_data(as_text=True))
+    response = client.post(f"/templates/{template.id}/edit/ops", headers=HTMX,
+                           data={"doc": deep, "base_version": "1", "op": "delete", "id": "text01"})
+    assert response.status_code in (400, 422) and "damaged" in html.unescape(response.get_data(as_text=True))
+    assert len(versions_of(template)) == 1
+
+
+def test_code_that_runs_away_or_is_too_large_is_not_saved(editing):
+    client, account, owner, template = editing
+    loop = ('<mjml><mj-body><mj-text>{% for a in "x" * 200 %}{% for b in "x" * 200 %}{% endfor %}{% endfor %}'
+            "</mj-text></mj-body></mjml>")
+    response = client.post(f"/templates/{template.id}/edit/code", headers=HTMX,
+                           data={"base_version": "1", "format": "mjml", "source": loop})
+    body = html.unescape(response.get_data(as_text=True))
+    assert response.status_code == 422 and "Loops may run at most 10,000 times in one email" in body
+    huge = "<p>" + "x" * (512 * 1024) + "</p>"
+    response = client.post(f"/templates/{template.id}/edit/code", headers=HTMX,
+                           data={"base_version": "1", "format": "html", "source": huge})
+    assert response.status_code == 422 and "at most 512 KB" in html.unescape(response.get_data(as_text=True))
+    assert len(versions_of(template)) == 1

@@ -435,3 +435,30 @@ def test_the_sending_page_says_when_no_sns_topic_is_listed(make_app, make_accoun
     login(client, owner)
     html = " ".join(client.get("/settings/sending/").get_data(as_text=True).split())
     assert "NUDGE_SES_SNS_TOPICS): until it is listed there, Amazon SNS messages are refused" in html
+
+
+def test_webhook_bodies_over_the_limit_are_413_in_the_envelope(client, sendgrid_key):
+    from nudge.config import HOOK_MAX_BODY_BYTES
+    events = [{"event": "delivered", "email": "x" * HOOK_MAX_BODY_BYTES}]
+    body, headers = signed(sendgrid_key[0], events)
+    response = post_sendgrid(client, body, headers)
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    response = client.post("/hooks/ses", data=b" " * (HOOK_MAX_BODY_BYTES + 1), content_type="text/plain")
+    assert response.status_code == 413 and response.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_webhook_json_nested_past_the_stack_is_400(client, fetch, sns_key, sendgrid_key):
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client.post("/hooks/ses", data=deep, content_type="text/plain")
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    body = deep.encode()
+    _, headers = signed(sendgrid_key[0], [])
+    timestamp = headers["X-Twilio-Email-Event-Webhook-Timestamp"]
+    signature = sendgrid_key[0].sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    headers["X-Twilio-Email-Event-Webhook-Signature"] = base64.b64encode(signature).decode()
+    response = post_sendgrid(client, body, headers)
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    # A signed SNS notification whose Message is nested past the stack.
+    response = post_sns(client, sns_message(sns_key[0], Message=deep))
+    assert response.status_code == 400

@@ -185,3 +185,70 @@ def test_view_in_contacts_filters_the_contact_list(owner_client):
     assert f'href="{link}"' in page
     listing = client.get(link).get_data(as_text=True)
     assert "a@gmail.com" in listing and "b@example.com" not in listing
+
+
+def _rules(count, prefix="r"):
+    form = {"name": "Many", "type": "dynamic", "r-kind": "group", "r-match": "all"}
+    for index in range(count):
+        form.update({f"{prefix}-{index}-kind": "rule", f"{prefix}-{index}-field": "email",
+                     f"{prefix}-{index}-op": "contains", f"{prefix}-{index}-value": "x"})
+    return form
+
+
+def test_builder_form_over_the_node_cap_is_refused_while_parsing(app, owner_client):
+    from werkzeug.datastructures import MultiDict
+
+    from nudge.blueprints.segments import conditions_from_form
+    from nudge.errors import ValidationError
+    client, account, _ = owner_client
+    # The service's own cap (100) still speaks for a form at the limit.
+    response = client.post("/segments/new", data=_rules(segments.MAX_CONDITIONS + 1))
+    assert response.status_code == 422
+    assert f"A segment may have at most {segments.MAX_CONDITIONS} conditions." in response.get_data(as_text=True)
+    live = client.post("/segments/count", data=_rules(150), headers=HTMX).get_data(as_text=True)
+    assert "at most 100 conditions" in live
+    builder = client.post("/segments/builder", data=_rules(150), headers=HTMX)
+    assert builder.status_code == 422 and "at most 100 conditions" in builder.get_data(as_text=True)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Segment)) == 0
+    # 1,500 nodes, and 50,000: refused at the 101st node, whatever comes after.
+    for count in (1_500, 50_000):
+        form = MultiDict((f"r-{i}-kind", "rule") for i in range(count))
+        with app.test_request_context():
+            with pytest.raises(ValidationError, match="at most 100 conditions"):
+                conditions_from_form(form, account.id)
+
+
+def test_builder_form_nested_deeper_than_the_cap_is_refused(app, owner_client):
+    from werkzeug.datastructures import MultiDict
+
+    from nudge.blueprints.segments import conditions_from_form
+    from nudge.errors import ValidationError
+    client, account, owner = owner_client
+    form = {"name": "Deep", "type": "dynamic", "r-kind": "group"}
+    node = "r"
+    for _ in range(segments.MAX_DEPTH + 1):
+        node += "-0"
+        form[f"{node}-kind"] = "group"
+    response = client.post("/segments/new", data=form)
+    assert response.status_code == 422
+    assert f"nested at most {segments.MAX_DEPTH} levels deep" in response.get_data(as_text=True)
+    # A 1,000-level chain of keys costs one scan and no recursion.
+    deep = MultiDict([("r-kind", "group")] + [("r" + "-0" * n + "-kind", "group") for n in range(1, 1000)])
+    with app.test_request_context():
+        with pytest.raises(ValidationError, match="levels deep"):
+            conditions_from_form(deep, account.id)
+    # Editing a saved segment with such a form keeps the stored conditions on the page.
+    segment = segments.create_segment(owner, "Gmail", "dynamic", {"match": "all", "conditions": [
+        {"field": "email", "op": "ends_with", "value": "@gmail.com"}]})
+    response = client.post(f"/segments/{segment.id}", data=form)
+    assert response.status_code == 422 and 'value="@gmail.com"' in response.get_data(as_text=True)
+    db.session.refresh(segment)
+    assert segment.conditions["conditions"][0]["value"] == "@gmail.com"
+
+
+def test_add_rule_stops_at_the_cap(owner_client):
+    client, _, _ = owner_client
+    form = _rules(segments.MAX_CONDITIONS)
+    html = client.post("/segments/builder", data={**form, "action": "add-rule:r"}, headers=HTMX).get_data(as_text=True)
+    assert f'name="r-{segments.MAX_CONDITIONS - 1}-kind"' in html
+    assert f'name="r-{segments.MAX_CONDITIONS}-kind"' not in html

@@ -1,5 +1,4 @@
 """/api/v1/contacts/import (JSON batch or CSV upload), /api/v1/imports, /api/v1/contacts/export."""
-import json
 
 from flask import Response, g, request, stream_with_context
 
@@ -12,6 +11,7 @@ from nudge.models.types import iso
 from nudge.blueprints.common import client_ip
 from nudge.errors import ValidationError, field_error
 from nudge.services import contacts, exports, imports
+from nudge.services.validation import loads_json
 
 ERRORS_PREVIEW = 50
 
@@ -142,8 +142,8 @@ def _form_tags(value):
     value = value.strip()
     if value.startswith("["):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            return loads_json(value)
+        except ValueError:
             raise field_error("tags", "Must be comma-separated tags or a JSON array.")
     return value
 
@@ -164,8 +164,8 @@ def import_contacts():
         raw_mapping = request.form.get("mapping")
         if raw_mapping:
             try:
-                mapping = json.loads(raw_mapping)
-            except json.JSONDecodeError:
+                mapping = loads_json(raw_mapping)
+            except ValueError:
                 raise field_error("mapping", "Must be a JSON object of column -> field.")
         imp = imports.create_csv_import(actor, upload.stream, upload.filename, mapping=mapping,
                                         update_existing=_form_bool(request.form.get("update_existing")),

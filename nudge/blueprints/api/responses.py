@@ -4,6 +4,7 @@ import json
 from flask import jsonify, request
 
 from nudge.errors import ValidationError
+from nudge.services.validation import MAX_JSON_DEPTH, JSONTooDeep, loads_json
 
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
               float: "a number", type(None): "null"}
@@ -44,10 +45,13 @@ def parse_json(raw):
         raise ValidationError("The request body is empty; send a JSON object.",
                               [{"field": "body", "issue": "Empty body; expected a JSON object."}])
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return loads_json(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         issue = f"Malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
         raise ValidationError("The request body is not valid JSON.", [{"field": "body", "issue": issue}])
+    except JSONTooDeep:
+        raise ValidationError("The request body is nested too deeply.",
+                              [{"field": "body", "issue": f"JSON may be nested at most {MAX_JSON_DEPTH} levels deep."}])
     except ValueError as exc:
         raise ValidationError("The request body is not valid JSON.",
                               [{"field": "body", "issue": f"Malformed JSON: {exc}."}])

@@ -232,6 +232,15 @@
     if (message) showToast(String(message), d.level);
   });
 
+  // htmx does not swap a 413 (a form field or body over the server's limits): say so instead of
+  // leaving the page silent. The page keeps what was typed.
+  document.addEventListener("htmx:responseError", function (evt) {
+    var xhr = evt.detail && evt.detail.xhr;
+    if (xhr && xhr.status === 413) {
+      showToast("Not saved: this is larger than the server accepts. Your changes are still on this page.", "error");
+    }
+  });
+
   document.addEventListener("click", function (evt) {
     var btn = evt.target.closest && evt.target.closest("[data-dismiss]");
     if (!btn) return;
