@@ -50,8 +50,11 @@ def document(*, summary, description=None, tags=None, scope=None, auth=True, req
     """Attach OpenAPI metadata to a view function (the generator reads it from the url map).
 
     request / response: JSON Schemas (plain dicts or schema() refs) of the request body and of
-    the envelope's `data` (for paginated lists: of one item). request_content / responses replace
-    the generated requestBody / responses wholesale (the OAuth token endpoint uses them)."""
+    the envelope's `data` (for paginated lists: of one item). request_content replaces the generated
+    requestBody; responses replaces the generated success response (several successes, another
+    content type, the OAuth token endpoint's own errors).
+    errors: statuses this operation answers besides the ones every operation of its kind can
+    (see error_statuses()), e.g. 404 for an id in the body or query, 409 for a state conflict."""
     doc = dict(summary=summary, description=description, tags=tags, scope=scope, auth=auth, request=request,
                request_content=request_content, response=response, status=status,
                response_description=response_description, paginated=paginated, parameters=parameters or [],
@@ -100,12 +103,15 @@ RATE_HEADERS = {
 }
 
 ERROR_RESPONSES = {
-    400: ("BadRequest", "Invalid input: malformed JSON, a wrong field, bad pagination parameters."),
+    400: ("BadRequest", "Invalid input (`VALIDATION_ERROR`, details name the field): malformed or too deeply "
+                        "nested JSON, a wrong field, bad pagination parameters."),
     401: ("Unauthorized", "Missing, invalid, expired or revoked access token."),
-    403: ("Forbidden", "The token lacks the scope this operation needs (the message and details name it)."),
-    404: ("NotFound", "The resource does not exist in this account."),
+    403: ("Forbidden", "The token lacks the scope this operation needs (`FORBIDDEN`; the message and details "
+                       "name it), or an account limit forbids it (`LIMIT_EXCEEDED`)."),
+    404: ("NotFound", "The resource, or one the request refers to by id, does not exist in this account."),
     409: ("Conflict", "The request conflicts with the resource's current state."),
-    429: ("RateLimited", "The account's rate limit is exhausted; retry after `Retry-After` seconds."),
+    413: ("PayloadTooLarge", "The request body is larger than this endpoint accepts (`PAYLOAD_TOO_LARGE`)."),
+    429: ("RateLimited", "A rate limit is exhausted; retry after `Retry-After` seconds."),
 }
 
 
@@ -133,6 +139,34 @@ def openapi_path(rule):
 
     path = re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>", replace, rule.rule)
     return path, parameters
+
+
+def success_response(data, description=None, paginated=False):
+    """A success response: `data` (None: no body, as for 204) in the envelope, with the rate-limit headers."""
+    response = {"description": description or "OK",
+                "headers": {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS}}
+    if data is not None:
+        response["content"] = {"application/json": {"schema": envelope_schema(data, paginated)}}
+    return response
+
+
+def error_statuses(doc, path_parameters):
+    """Every error status the operation can answer: its own (doc["errors"]) and the ones that come with
+    its shape. Any request body can be malformed (400) or too large (413); query parameters can be
+    invalid (400); a token can be missing or bad (401) or lack the scope (403); a path can name a
+    resource that does not exist (404); every operation is rate limited (429)."""
+    statuses = set(doc["errors"]) | {429}
+    if doc["request"] or doc["request_content"]:
+        statuses |= {400, 413}
+    if doc["paginated"] or doc["parameters"]:
+        statuses.add(400)
+    if doc["auth"]:
+        statuses.add(401)
+        if doc["scope"] not in (None, *IMPLIED_SCOPES):
+            statuses.add(403)
+    if path_parameters:
+        statuses.add(404)
+    return statuses
 
 
 def envelope_schema(data, paginated):
@@ -173,26 +207,13 @@ def operation(doc, rule, endpoint, method, path_parameters):
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc["request"]}}}
 
     if doc["responses"]:
-        op["responses"] = copy.deepcopy(doc["responses"])
+        responses = copy.deepcopy(doc["responses"])
     else:
-        success = {"description": doc["response_description"] or "OK",
-                   "headers": {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS}}
-        if doc["status"] != 204:
-            success["content"] = {"application/json": {"schema": envelope_schema(doc["response"], doc["paginated"])}}
-        responses = {str(doc["status"]): success}
-        errors = set(doc["errors"])
-        if doc["request"] or doc["request_content"] or doc["paginated"] or doc["parameters"]:
-            errors.add(400)
-        if doc["auth"]:
-            errors.add(401)
-            if scope not in (None, *IMPLIED_SCOPES):
-                errors.add(403)
-        if path_parameters:
-            errors.add(404)
-        errors.add(429)
-        for status in sorted(errors):
-            responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
-        op["responses"] = responses
+        body = None if doc["status"] == 204 else doc["response"] or {}
+        responses = {str(doc["status"]): success_response(body, doc["response_description"], doc["paginated"])}
+    for status in sorted(error_statuses(doc, path_parameters)):
+        responses.setdefault(str(status), {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"})
+    op["responses"] = dict(sorted(responses.items()))
 
     if doc["security"] is not None:
         op["security"] = doc["security"]
