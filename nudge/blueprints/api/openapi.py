@@ -12,6 +12,7 @@ import re
 
 from flask import current_app
 
+from nudge.blueprints.api.pagination import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
 from nudge.services.permissions import SCOPES
 
 API_PREFIX = "/api/v1"
@@ -104,7 +105,8 @@ RATE_HEADERS = {
 
 ERROR_RESPONSES = {
     400: ("BadRequest", "Invalid input (`VALIDATION_ERROR`, details name the field): malformed or too deeply "
-                        "nested JSON, a wrong field, bad pagination parameters."),
+                        "nested JSON, a wrong field, bad pagination parameters, a NUL character (U+0000) anywhere "
+                        "in the query string or body."),
     401: ("Unauthorized", "Missing, invalid, expired or revoked access token."),
     403: ("Forbidden", "The token lacks the scope this operation needs (`FORBIDDEN`; the message and details "
                        "name it), or an account limit forbids it (`LIMIT_EXCEEDED`)."),
@@ -153,15 +155,16 @@ def success_response(data, description=None, paginated=False):
 def error_statuses(doc, path_parameters):
     """Every error status the operation can answer: its own (doc["errors"]) and the ones that come with
     its shape. Any request body can be malformed (400) or too large (413); query parameters can be
-    invalid (400); a token can be missing or bad (401) or lack the scope (403); a path can name a
-    resource that does not exist (404); every operation is rate limited (429)."""
+    invalid, and an authenticated operation refuses a NUL character in any of them (400); a token can be
+    missing or bad (401) or lack the scope (403); a path can name a resource that does not exist (404);
+    every operation is rate limited (429)."""
     statuses = set(doc["errors"]) | {429}
     if doc["request"] or doc["request_content"]:
         statuses |= {400, 413}
     if doc["paginated"] or doc["parameters"]:
         statuses.add(400)
     if doc["auth"]:
-        statuses.add(401)
+        statuses |= {400, 401}
         if doc["scope"] not in (None, *IMPLIED_SCOPES):
             statuses.add(403)
     if path_parameters:
@@ -270,9 +273,10 @@ def build_document(app):
             "schemas": {**copy.deepcopy(COMMON_SCHEMAS), **copy.deepcopy(_SCHEMAS)},
             "parameters": {
                 "page": {"name": "page", "in": "query", "required": False, "description": "Page number, from 1.",
-                         "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}},
                 "per_page": {"name": "per_page", "in": "query", "required": False, "description": "Items per page.",
-                             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE,
+                                                                      "default": DEFAULT_PER_PAGE}},
             },
             "headers": copy.deepcopy(RATE_HEADERS),
             "responses": {name: _error_response(status, description)
