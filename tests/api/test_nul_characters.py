@@ -64,3 +64,14 @@ def test_nul_in_token_request_is_invalid_request(app, make_account, make_api_cli
         response = test_client.post("/api/v1/oauth/token", **kwargs)
         assert response.status_code == 400
         assert response.get_json()["error"] == "invalid_request"
+
+
+def test_a_binary_file_is_not_taken_for_a_csv(client, make_account, api_token):
+    account, _ = make_account()
+    zipped = b"PK\x03\x04\x14\x00\x00\x00\x00\x00P\x97;]C\xbe\xb7\xe8\x01\x00\x00\x00a.txtaPK\x05\x06\x00\x00"
+    response = client.post("/api/v1/contacts/import", headers=bearer(api_token(account)),
+                           data={"file": (io.BytesIO(zipped), "contacts.zip")}, content_type="multipart/form-data")
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert error["details"] == [{"field": "file", "issue": "This is not a CSV file: it holds binary data. "
+                                                           "Export the sheet as CSV first."}]
+    assert client.get("/api/v1/imports", headers=bearer(api_token(account))).get_json()["meta"]["total"] == 0
