@@ -86,6 +86,7 @@ def _field_with_nul(data):
 def field_with_nul(fields):
     """The name of the first (name, value) pair holding a NUL, or None."""
     for name, value in fields:
+        name, value = name or "", value or ""  # a multipart part may come without a name
         if "\x00" in name or "\x00" in value:
             return name.replace("\x00", "\\u0000")
     return None
