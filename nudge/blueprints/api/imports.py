@@ -219,9 +219,10 @@ EXPORT_PARAMETERS = [
 @bp.get("/contacts/export")
 @api_route("contacts:read", summary="Export contacts as CSV or JSON (streamed)",
            description="The list's filters (`status`, `tag`, `q`, `email`, `created_after`, `created_before`, "
-                       "`field.<name>=value`) or `segment_id` (404 when it is not one of the account's segments). CSV columns: email, first_name, last_name, status, "
-                       "tags (comma-separated), subscription_date, created_at and one per custom field. JSON: an "
-                       "array of Contact objects. Sent as an attachment, streamed.",
+                       "`field.<name>=value`) or `segment_id` (404 when it is not one of the account's segments). "
+                       "CSV columns: email, first_name, last_name, status, tags (comma-separated), "
+                       "subscription_date, created_at and one per custom field. JSON: an array of Contact objects. "
+                       "Sent as an attachment, streamed.",
            parameters=EXPORT_PARAMETERS,
            errors=(404,), responses={"200": {**success_response(None, "The export file."), "content": {
                "text/csv": {"schema": {"type": "string"}},

@@ -276,7 +276,7 @@ def build_document(app):
                          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}},
                 "per_page": {"name": "per_page", "in": "query", "required": False, "description": "Items per page.",
                              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE,
-                                                                      "default": DEFAULT_PER_PAGE}},
+                                        "default": DEFAULT_PER_PAGE}},
             },
             "headers": copy.deepcopy(RATE_HEADERS),
             "responses": {name: _error_response(status, description)

@@ -5,6 +5,11 @@ from flask import jsonify, request
 
 from nudge.errors import NotFound, ValidationError
 
+# PostgreSQL text cannot hold U+0000 (a query binding one fails), and no address, name or template
+# needs it: input carrying one is refused, in the body, the query and the form alike.
+NUL_MESSAGE = "Text may not contain the NUL character (U+0000)."
+NUL_ISSUE = "Contains the NUL character (U+0000)."
+
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
               float: "a number", type(None): "null"}
 
@@ -51,19 +56,13 @@ def parse_json(raw):
     except ValueError as exc:
         raise ValidationError("The request body is not valid JSON.",
                               [{"field": "body", "issue": f"Malformed JSON: {exc}."}])
-    field = _field_with_nul(data)
+    field = _json_path_with_nul(data)
     if field is not None:
         raise ValidationError(NUL_MESSAGE, [{"field": field, "issue": NUL_ISSUE}])
     return data
 
 
-# PostgreSQL text cannot hold U+0000 (a query binding one fails), and no address, name or template
-# needs it: input carrying one is refused, in the body, the query and the form alike.
-NUL_MESSAGE = "Text may not contain the NUL character (U+0000)."
-NUL_ISSUE = "Contains the NUL character (U+0000)."
-
-
-def _field_with_nul(data):
+def _json_path_with_nul(data):
     """The path (e.g. `contacts[2].custom_fields.plan`) of the first key or string holding a NUL, or None.
     Iterative, so a deeply nested document costs no recursion."""
     pending = [(data, None)]
@@ -83,7 +82,7 @@ def _field_with_nul(data):
     return None
 
 
-def field_with_nul(fields):
+def form_field_with_nul(fields):
     """The name of the first (name, value) pair holding a NUL, or None."""
     for name, value in fields:
         name, value = name or "", value or ""  # a multipart part may come without a name
@@ -97,7 +96,7 @@ def refuse_nul_characters():
     fields = list(request.args.items(multi=True))
     if request.mimetype == "multipart/form-data":
         fields += request.form.items(multi=True)
-    name = field_with_nul(fields)
+    name = form_field_with_nul(fields)
     if name is not None:
         raise ValidationError(NUL_MESSAGE, [{"field": name, "issue": NUL_ISSUE}])
     if any(isinstance(value, str) and "\x00" in value for value in (request.view_args or {}).values()):
