@@ -3,9 +3,10 @@
 Schemathesis generates requests for every operation of /api/v1/openapi.json (valid and invalid ones:
 examples, coverage edge cases and fuzzing) and checks every answer: no server error, only documented
 status codes and content types, bodies and headers that match their schemas. It drives the app in
-process (WSGI), derandomized with a fixed seed, with a token holding every scope and limits raised so
-429s do not drown the run. Half of the cases that name a resource by path get one that exists
-(made through the API just before), so success bodies are checked as well as 404s.
+process (WSGI), derandomized with a fixed seed, with a token holding every scope (one case in ten
+without one) and limits raised so 429s do not drown the run. Half of the cases that name a resource
+by path get one that exists (made through the API just before), so success bodies are checked as
+well as 404s.
 """
 import base64
 import itertools
@@ -119,8 +120,9 @@ class Api:
         return email
 
     def prepare(self, case):
-        """Every other case that names a resource by path gets one that exists; token requests alternate
-        between the real client's credentials and generated ones."""
+        """The headers for a case. Every other case that names a resource by path gets one that exists;
+        token requests alternate between the real client's credentials and generated ones; one case in
+        ten goes without a token (its 401 is checked like any answer)."""
         self.cases += 1
         if case.path == TOKEN_PATH:
             return self.basic() if self.cases % 2 else {}
@@ -129,7 +131,7 @@ class Api:
                 fresh = getattr(self, f"fresh_{name}", None)
                 if fresh is not None:
                     case.path_parameters[name] = fresh(next(self.counter))
-        return self.bearer
+        return {} if self.cases % 10 == 5 else self.bearer
 
 
 @pytest.fixture(scope="module")
