@@ -48,7 +48,8 @@ VERSION = schema("TemplateVersion", {
         "created_at": {"type": "string", "format": "date-time"},
         "created_by": {"type": ["string", "null"], "format": "uuid", "description": "The team member who saved it."},
         "content_html": {"type": "string", "description": "Compiled HTML with its merge tags (single-version responses)."},
-        "content_text": {"type": "string", "description": "The generated plain-text part, with merge tags."},
+        "content_text": {"type": ["string", "null"],
+                         "description": "The generated plain-text part, with merge tags (null when none was made)."},
         **CONTENT_PROPERTIES,
     },
 })
