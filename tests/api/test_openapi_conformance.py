@@ -25,7 +25,7 @@ from tests.api.conftest import fresh_ip
 from tests.conftest import PASSWORD, _empty_tables, config_for_tests
 
 UNLIMITED = 10**9
-MAX_EXAMPLES = 50
+MAX_EXAMPLES = 75
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
           "response_schema_conformance", "response_headers_conformance")
 TOKEN_PATH = "/api/v1/oauth/token"
