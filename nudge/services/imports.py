@@ -173,6 +173,8 @@ def inspect_file(path):
         sample = handle.read(64 * 1024)
     if not sample.strip():
         raise field_error("file", "The file is empty.")
+    if "\x00" in sample:  # a zip, spreadsheet or image; PostgreSQL text could not even hold its header
+        raise field_error("file", "This is not a CSV file: it holds binary data. Export the sheet as CSV first.")
     delimiter = sniff_delimiter(sample)
     with open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=delimiter)

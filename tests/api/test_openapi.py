@@ -24,6 +24,42 @@ def test_openapi_document_validates(client):
     validate(client.get("/api/v1/openapi.json").get_json())
 
 
+def test_every_operation_lists_the_errors_that_come_with_its_shape(client):
+    """What tests/api/test_openapi_conformance.py checks by calling, checked on the document itself."""
+    doc = client.get("/api/v1/openapi.json").get_json()
+    for path, operations in doc["paths"].items():
+        for method, op in operations.items():
+            statuses, where = set(op["responses"]), f"{method.upper()} {path}"
+            assert "429" in statuses, where
+            if "requestBody" in op:
+                assert {"400", "413"} <= statuses, where
+            if op["security"] != [] and path != "/api/v1/oauth/token":
+                assert {"400", "401"} <= statuses, where
+            if "{" in path:
+                assert "404" in statuses, where
+    responses = doc["components"]["responses"]
+    assert responses["PayloadTooLarge"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}
+    assert "PAYLOAD_TOO_LARGE" in doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"][
+        "code"]["enum"]
+
+
+def test_ids_in_bodies_and_queries_document_their_404(client):
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    for path, method in (("/api/v1/campaigns", "post"), ("/api/v1/templates", "post"), ("/api/v1/contacts", "get"),
+                         ("/api/v1/contacts/export", "get"), ("/api/v1/contacts/tags", "post")):
+        assert "404" in paths[path][method]["responses"], f"{method.upper()} {path}"
+
+
+def test_template_content_is_nullable_and_the_csv_upload_answers_202(client):
+    doc = client.get("/api/v1/openapi.json").get_json()
+    version = doc["components"]["schemas"]["TemplateVersion"]["properties"]
+    assert "null" in version["content_json"]["type"] and "null" in version["content_source"]["type"]
+    responses = doc["paths"]["/api/v1/contacts/import"]["post"]["responses"]
+    assert responses["202"]["content"]["application/json"]["schema"]["properties"]["data"] == {
+        "$ref": "#/components/schemas/Import"}
+
+
 def test_every_api_route_is_documented(app):
     doc = app.test_client().get("/api/v1/openapi.json").get_json()
     for rule in app.url_map.iter_rules():

@@ -8,7 +8,8 @@
 
 api_route verifies the JWT (401 UNAUTHORIZED saying missing / invalid / expired / revoked), checks
 the API client is still active, builds g.api_actor and checks the scope (403 FORBIDDEN naming it;
-account:admin grants every scope). Services re-check with permissions.require(actor, ...).
+account:admin grants every scope), then refuses a query string or form holding a NUL character (400;
+404 in the path). Services re-check with permissions.require(actor, ...).
 """
 import functools
 import uuid
@@ -18,6 +19,7 @@ from flask_jwt_extended import decode_token, get_jwt, verify_jwt_in_request
 
 from nudge.blueprints.api.errors import error_response
 from nudge.blueprints.api.openapi import IMPLIED_SCOPES, document
+from nudge.blueprints.api.responses import refuse_nul_characters
 from nudge.blueprints.common import client_ip
 from nudge.extensions import db, jwt
 from nudge.models import Account
@@ -214,6 +216,7 @@ def api_route(scope=None, **doc):
             result = authenticate(scope)
             if not isinstance(result, ApiActor):
                 return result
+            refuse_nul_characters()
             return view(*args, **kwargs)
         return document(scope=scope, **doc)(wrapped)
     return decorator

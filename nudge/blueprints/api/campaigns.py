@@ -178,8 +178,9 @@ def list_campaigns():
 
 @bp.post("/campaigns")
 @api_route("campaigns:write", summary="Create a campaign", request=CAMPAIGN_CREATE, response=CAMPAIGN, status=201,
-           tags=TAGS, description="A new draft. Give its content as `template_id` (one of your templates or a "
-                                  "gallery one) or raw `content_html`.")
+           tags=TAGS, errors=(404,),
+           description="A new draft. Give its content as `template_id` (one of your templates or a gallery one) or "
+                       "raw `content_html`; a `template_id` that is neither is 404.")
 def create_campaign():
     return _one(campaigns.create_campaign(g.api_actor, json_body()), status=201)
 

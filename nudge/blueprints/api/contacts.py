@@ -133,9 +133,11 @@ def _check_fields(data, *, creating):
 
 @bp.get("/contacts")
 @api_route("contacts:read", summary="List contacts", response=CONTACT, paginated=True, parameters=LIST_PARAMETERS,
+           errors=(404,),
            description="The account's contacts, newest first unless `sort` says otherwise. Filters combine with AND. "
                        "Custom fields filter as `field.<name>=value` (e.g. `?field.plan=pro`); an empty value "
-                       "matches contacts without that field; an undefined field is a VALIDATION_ERROR.")
+                       "matches contacts without that field; an undefined field is a VALIDATION_ERROR; a "
+                       "`segment_id` that is not one of the account's segments is 404.")
 def list_contacts():
     actor = g.api_actor
     filters = contacts.parse_filters(request.args, actor.account_id)
@@ -205,7 +207,8 @@ def contact_history(contact_id):
 
 @bp.post("/contacts/tags")
 @api_route("contacts:write", summary="Add or remove tags on many contacts", request=TAGS_REQUEST,
-           response=TAGS_RESULT)
+           response=TAGS_RESULT, errors=(404,),
+           description="A `filter.segment_id` that is not one of the account's segments is 404.")
 def change_tags():
     data = json_body()
     unknown = [k for k in data if k not in ("add", "remove", "contact_ids", "filter")]

@@ -4,7 +4,7 @@ from flask import Response, g, request, stream_with_context
 
 from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import api_route
-from nudge.blueprints.api.openapi import schema
+from nudge.blueprints.api.openapi import schema, success_response
 from nudge.blueprints.api.pagination import paginated_response
 from nudge.blueprints.api.responses import envelope, json_body
 from nudge.models.types import iso
@@ -153,7 +153,8 @@ def _form_tags(value):
            request_content={"required": True, "content": {
                "application/json": {"schema": IMPORT_REQUEST},
                "multipart/form-data": {"schema": MULTIPART}}},
-           response=IMPORT_RESULT, response_description="JSON batch imported (CSV uploads answer 202 with an Import).")
+           responses={"200": success_response(IMPORT_RESULT, "The JSON batch, imported."),
+                      "202": success_response(IMPORT, "The CSV upload, accepted: an Import to follow.")})
 def import_contacts():
     actor = g.api_actor
     if request.mimetype == "multipart/form-data":
@@ -220,17 +221,14 @@ EXPORT_PARAMETERS = [
 @bp.get("/contacts/export")
 @api_route("contacts:read", summary="Export contacts as CSV or JSON (streamed)",
            description="The list's filters (`status`, `tag`, `q`, `email`, `created_after`, `created_before`, "
-                       "`field.<name>=value`) or `segment_id`. CSV columns: email, first_name, last_name, status, "
-                       "tags (comma-separated), subscription_date, created_at and one per custom field. JSON: an "
-                       "array of Contact objects. Sent as an attachment, streamed.",
+                       "`field.<name>=value`) or `segment_id` (404 when it is not one of the account's segments). "
+                       "CSV columns: email, first_name, last_name, status, tags (comma-separated), "
+                       "subscription_date, created_at and one per custom field. JSON: an array of Contact objects. "
+                       "Sent as an attachment, streamed.",
            parameters=EXPORT_PARAMETERS,
-           responses={"200": {"description": "The export file.", "content": {
+           errors=(404,), responses={"200": {**success_response(None, "The export file."), "content": {
                "text/csv": {"schema": {"type": "string"}},
-               "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}}}}},
-               "400": {"$ref": "#/components/responses/BadRequest"},
-               "401": {"$ref": "#/components/responses/Unauthorized"},
-               "403": {"$ref": "#/components/responses/Forbidden"},
-               "429": {"$ref": "#/components/responses/RateLimited"}})
+               "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Contact"}}}}}})
 def export_contacts():
     actor = g.api_actor
     filters = contacts.parse_filters(request.args, actor.account_id)

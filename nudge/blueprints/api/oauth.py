@@ -11,7 +11,7 @@ from flask_jwt_extended.config import config as jwt_config
 from nudge.blueprints.api import bp
 from nudge.blueprints.api.auth import ip_key, token_rate_limit
 from nudge.blueprints.api.openapi import SCOPE_DESCRIPTIONS, document, schema
-from nudge.blueprints.api.responses import is_json_mimetype, parse_json
+from nudge.blueprints.api.responses import NUL_MESSAGE, form_field_with_nul, is_json_mimetype, parse_json
 from nudge.errors import AuthenticationFailed, ValidationError
 from nudge.extensions import limiter
 from nudge.services import api_clients
@@ -74,6 +74,8 @@ def _parameters():
         repeated = [name for name in PARAMETERS if len(form.getlist(name)) > 1]
         if repeated:
             raise OAuthError("invalid_request", f"Parameter sent more than once: {', '.join(repeated)}.")
+        if form_field_with_nul(form.items(multi=True)) is not None:
+            raise OAuthError("invalid_request", NUL_MESSAGE)
         return {name: form.get(name) for name in PARAMETERS if form.get(name) not in (None, "")}
     if is_json_mimetype(mimetype):
         try:

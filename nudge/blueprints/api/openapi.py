@@ -12,6 +12,7 @@ import re
 
 from flask import current_app
 
+from nudge.blueprints.api.pagination import DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE
 from nudge.services.permissions import SCOPES
 
 API_PREFIX = "/api/v1"
@@ -50,8 +51,11 @@ def document(*, summary, description=None, tags=None, scope=None, auth=True, req
     """Attach OpenAPI metadata to a view function (the generator reads it from the url map).
 
     request / response: JSON Schemas (plain dicts or schema() refs) of the request body and of
-    the envelope's `data` (for paginated lists: of one item). request_content / responses replace
-    the generated requestBody / responses wholesale (the OAuth token endpoint uses them)."""
+    the envelope's `data` (for paginated lists: of one item). request_content replaces the generated
+    requestBody; responses replaces the generated success response (several successes, another
+    content type, the OAuth token endpoint's own errors).
+    errors: statuses this operation answers besides the ones every operation of its kind can
+    (see error_statuses()), e.g. 404 for an id in the body or query, 409 for a state conflict."""
     doc = dict(summary=summary, description=description, tags=tags, scope=scope, auth=auth, request=request,
                request_content=request_content, response=response, status=status,
                response_description=response_description, paginated=paginated, parameters=parameters or [],
@@ -70,7 +74,7 @@ COMMON_SCHEMAS = {
     "Error": {"type": "object", "required": ["error"], "properties": {"error": {
         "type": "object", "required": ["code", "message", "details"], "properties": {
             "code": {"type": "string", "enum": ["VALIDATION_ERROR", "UNAUTHORIZED", "FORBIDDEN", "NOT_FOUND",
-                                                "METHOD_NOT_ALLOWED", "CONFLICT", "LIMIT_EXCEEDED",
+                                                "METHOD_NOT_ALLOWED", "CONFLICT", "LIMIT_EXCEEDED", "EMAIL_NOT_CONFIRMED",
                                                 "PAYLOAD_TOO_LARGE", "UNSUPPORTED_MEDIA_TYPE", "RATE_LIMITED",
                                                 "SERVER_ERROR"]},
             "message": {"type": "string"},
@@ -100,12 +104,16 @@ RATE_HEADERS = {
 }
 
 ERROR_RESPONSES = {
-    400: ("BadRequest", "Invalid input: malformed JSON, a wrong field, bad pagination parameters."),
+    400: ("BadRequest", "Invalid input (`VALIDATION_ERROR`, details name the field): malformed or too deeply "
+                        "nested JSON, a wrong field, bad pagination parameters, a NUL character (U+0000) anywhere "
+                        "in the query string or body."),
     401: ("Unauthorized", "Missing, invalid, expired or revoked access token."),
-    403: ("Forbidden", "The token lacks the scope this operation needs (the message and details name it)."),
-    404: ("NotFound", "The resource does not exist in this account."),
+    403: ("Forbidden", "The token lacks the scope this operation needs (`FORBIDDEN`; the message and details "
+                       "name it), or an account limit forbids it (`LIMIT_EXCEEDED`)."),
+    404: ("NotFound", "The resource, or one the request refers to by id, does not exist in this account."),
     409: ("Conflict", "The request conflicts with the resource's current state."),
-    429: ("RateLimited", "The account's rate limit is exhausted; retry after `Retry-After` seconds."),
+    413: ("PayloadTooLarge", "The request body is larger than this endpoint accepts (`PAYLOAD_TOO_LARGE`)."),
+    429: ("RateLimited", "A rate limit is exhausted; retry after `Retry-After` seconds."),
 }
 
 
@@ -133,6 +141,35 @@ def openapi_path(rule):
 
     path = re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>", replace, rule.rule)
     return path, parameters
+
+
+def success_response(data, description=None, paginated=False):
+    """A success response: `data` (None: no body, as for 204) in the envelope, with the rate-limit headers."""
+    response = {"description": description or "OK",
+                "headers": {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS}}
+    if data is not None:
+        response["content"] = {"application/json": {"schema": envelope_schema(data, paginated)}}
+    return response
+
+
+def error_statuses(doc, path_parameters):
+    """Every error status the operation can answer: its own (doc["errors"]) and the ones that come with
+    its shape. Any request body can be malformed (400) or too large (413); query parameters can be
+    invalid, and an authenticated operation refuses a NUL character in any of them (400); a token can be
+    missing or bad (401) or lack the scope (403); a path can name a resource that does not exist (404);
+    every operation is rate limited (429)."""
+    statuses = set(doc["errors"]) | {429}
+    if doc["request"] or doc["request_content"]:
+        statuses |= {400, 413}
+    if doc["paginated"] or doc["parameters"]:
+        statuses.add(400)
+    if doc["auth"]:
+        statuses |= {400, 401}
+        if doc["scope"] not in (None, *IMPLIED_SCOPES):
+            statuses.add(403)
+    if path_parameters:
+        statuses.add(404)
+    return statuses
 
 
 def envelope_schema(data, paginated):
@@ -173,26 +210,13 @@ def operation(doc, rule, endpoint, method, path_parameters):
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc["request"]}}}
 
     if doc["responses"]:
-        op["responses"] = copy.deepcopy(doc["responses"])
+        responses = copy.deepcopy(doc["responses"])
     else:
-        success = {"description": doc["response_description"] or "OK",
-                   "headers": {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS}}
-        if doc["status"] != 204:
-            success["content"] = {"application/json": {"schema": envelope_schema(doc["response"], doc["paginated"])}}
-        responses = {str(doc["status"]): success}
-        errors = set(doc["errors"])
-        if doc["request"] or doc["request_content"] or doc["paginated"] or doc["parameters"]:
-            errors.add(400)
-        if doc["auth"]:
-            errors.add(401)
-            if scope not in (None, *IMPLIED_SCOPES):
-                errors.add(403)
-        if path_parameters:
-            errors.add(404)
-        errors.add(429)
-        for status in sorted(errors):
-            responses[str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
-        op["responses"] = responses
+        body = None if doc["status"] == 204 else doc["response"] or {}
+        responses = {str(doc["status"]): success_response(body, doc["response_description"], doc["paginated"])}
+    for status in sorted(error_statuses(doc, path_parameters)):
+        responses.setdefault(str(status), {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"})
+    op["responses"] = dict(sorted(responses.items()))
 
     if doc["security"] is not None:
         op["security"] = doc["security"]
@@ -249,9 +273,10 @@ def build_document(app):
             "schemas": {**copy.deepcopy(COMMON_SCHEMAS), **copy.deepcopy(_SCHEMAS)},
             "parameters": {
                 "page": {"name": "page", "in": "query", "required": False, "description": "Page number, from 1.",
-                         "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1}},
                 "per_page": {"name": "per_page", "in": "query", "required": False, "description": "Items per page.",
-                             "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50}},
+                             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE,
+                                        "default": DEFAULT_PER_PAGE}},
             },
             "headers": copy.deepcopy(RATE_HEADERS),
             "responses": {name: _error_response(status, description)

@@ -13,8 +13,10 @@ from nudge.services import templates as templates_service
 
 TAGS = ["Templates"]
 CONTENT_PROPERTIES = {
-    "content_json": {"type": "object", "description": "The block editor's document (docs/editor.md), for format blocks."},
-    "content_source": {"type": "string", "description": "MJML or HTML source, for formats mjml and html."},
+    "content_json": {"type": ["object", "null"],
+                     "description": "The block editor's document (docs/editor.md), for format blocks; null otherwise."},
+    "content_source": {"type": ["string", "null"],
+                       "description": "MJML or HTML source, for formats mjml and html; null for blocks."},
 }
 
 TEMPLATE = schema("Template", {
@@ -46,7 +48,8 @@ VERSION = schema("TemplateVersion", {
         "created_at": {"type": "string", "format": "date-time"},
         "created_by": {"type": ["string", "null"], "format": "uuid", "description": "The team member who saved it."},
         "content_html": {"type": "string", "description": "Compiled HTML with its merge tags (single-version responses)."},
-        "content_text": {"type": "string", "description": "The generated plain-text part, with merge tags."},
+        "content_text": {"type": ["string", "null"],
+                         "description": "The generated plain-text part, with merge tags (null when none was made)."},
         **CONTENT_PROPERTIES,
     },
 })
@@ -81,7 +84,7 @@ TEMPLATE_UPDATE = schema("TemplateUpdate", {
 RENDER_REQUEST = schema("TemplateRenderRequest", {
     "type": "object", "additionalProperties": False,
     "properties": {
-        "content_json": CONTENT_PROPERTIES["content_json"],
+        "content_json": {"type": "object", "description": "A block editor document (docs/editor.md)."},
         "mjml": {"type": "string"},
         "html": {"type": "string", "description": "Raw HTML; CSS is inlined."},
         "contact": {"type": "object", "description": "Values for the merge tags: email, first_name, last_name, tags, "
@@ -152,8 +155,9 @@ def list_templates():
 
 @bp.post("/templates")
 @api_route("campaigns:write", summary="Create a template", request=TEMPLATE_CREATE, response=TEMPLATE, status=201,
-           tags=TAGS, description="Version 1 is made from content_json (format blocks), content_source (mjml/html), "
-                                  "a copy of another template (copy_of), or an empty block document.")
+           tags=TAGS, errors=(404,),
+           description="Version 1 is made from content_json (format blocks), content_source (mjml/html), a copy of "
+                       "another template (copy_of: yours or a gallery one, else 404), or an empty block document.")
 def create_template():
     body = json_body()
     _check_keys(body, ("name", "category", "format", "copy_of", "content_json", "content_source"))
