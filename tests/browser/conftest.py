@@ -40,11 +40,17 @@ def chromium():
 
 
 @pytest.fixture
-def server(make_app):
+def server_config():
+    """Configuration a test module adds to its server's (override the fixture)."""
+    return {}
+
+
+@pytest.fixture
+def server(make_app, server_config):
     """The product served over HTTP from a thread, CSRF checks on, MFA not required for the test user."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    app = make_app(REQUIRE_MFA=False, WTF_CSRF_ENABLED=True, BASE_URL=base_url)
+    app = make_app(REQUIRE_MFA=False, WTF_CSRF_ENABLED=True, BASE_URL=base_url, **server_config)
     httpd = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

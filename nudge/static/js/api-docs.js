@@ -14,8 +14,8 @@
  *  - it probes `Function()` once to decide whether to run search in a Worker;
  *    CSP blocks that (one "unsafe-eval" violation in the console / CSP report)
  *    and Redoc falls back to searching on the main thread;
- *  - its "Redocly" footer logo comes from another origin, img-src blocks it
- *    and Redoc hides the image;
+ *  - its "Redocly" footer logo is served from /static/vendor/redoc/ (the
+ *    bundle's CDN URLs are rewritten, see vendor/VERSIONS.txt);
  *  - telemetry is switched off here (connect-src 'self' would block it too).
  */
 import { init } from "../vendor/redoc/redoc.standalone.js";
