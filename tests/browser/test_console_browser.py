@@ -154,3 +154,38 @@ def test_every_page_and_a_few_swaps_log_no_error_and_load_nothing_from_elsewhere
     page.wait_for_load_state("networkidle")
 
     assert watch.problems == []
+
+
+LONG = "Spring-collection-" * 5  # one long word, as a pasted URL or product code is
+
+
+def _when_fits(page, scope):
+    """The When column of the table in scope is whole on screen: inside the table's box without scrolling it,
+    its time on one line."""
+    wrap = page.locator(f"{scope} .table-wrap").first
+    box = wrap.bounding_box()
+    scroll_width, client_width = (wrap.evaluate(f"e => e.{name}") for name in ("scrollWidth", "clientWidth"))
+    for time in wrap.locator("tbody td.when time").all():
+        cell = time.bounding_box()
+        line_height = float(time.evaluate("e => parseFloat(getComputedStyle(e).lineHeight)"))
+        assert cell["x"] + cell["width"] <= box["x"] + box["width"] and cell["height"] < 1.5 * line_height
+    assert scroll_width <= client_width
+
+
+def test_long_cells_do_not_cut_the_when_column_at_1280_px(chromium, server, make_account):
+    app, base_url = server
+    account, owner = make_account(mfa=False)
+    contact = Contact(account_id=account.id, email="ann@shop.example", status="active")
+    db.session.add(contact)
+    db.session.commit()
+    from nudge.services import contacts
+    contacts.update_contact(owner, contact.id, {"tags": [LONG, "vip"]})
+    campaigns.create_campaign(owner, {"name": LONG, "subject": LONG})
+
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    sign_in(page, base_url, owner)
+    page.goto(f"{base_url}/campaigns/")
+    _when_fits(page, "#campaign-results")
+    page.goto(f"{base_url}/contacts/{contact.id}?tab=activity")
+    assert page.locator("#contact-tab td.when time").count() >= 1
+    _when_fits(page, "#contact-tab")
