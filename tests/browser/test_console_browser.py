@@ -144,6 +144,7 @@ def test_every_page_and_a_few_swaps_log_no_error_and_load_nothing_from_elsewhere
     page.get_by_role("button", name="+ Field rule").click()
     settle(page)
     page.locator("select[id$='-field']").select_option("tags")
+    settle(page)  # the rule row is swapped for the field's operators and value input
     page.locator("input[id$='-value']").first.fill("vip")
     expect(page.locator("#segment-live")).to_contain_text("1 contact")
     settle(page)
