@@ -81,6 +81,16 @@ def test_docs_page(client):
     assert "frame-ancestors 'none'" in csp
 
 
+def test_the_vendored_redoc_loads_its_logo_from_this_server(client):
+    """Nothing on the docs page loads from another origin: Redoc's footer logo is served here (the browser run
+    in tests/browser/test_console_browser.py watches the requests themselves)."""
+    bundle = client.get("/static/vendor/redoc/redoc.standalone.js").get_data(as_text=True)
+    assert "cdn.redoc.ly" not in bundle
+    for logo in ("logo-mini.svg", "logo-mini-full.svg"):
+        assert f"/static/vendor/redoc/{logo}" in bundle
+        assert client.get(f"/static/vendor/redoc/{logo}").status_code == 200
+
+
 def test_docs_page_leads_back_to_the_dashboard_when_signed_in(client, make_account, login):
     _, owner = make_account()
     assert "Sign in" in client.get("/api/docs").get_data(as_text=True)
