@@ -41,7 +41,7 @@ def test_invite_accept_sign_in_and_listed(app, make_account, login):
     response = owner_client.post("/settings/team/invitations", data={"email": "mia@example.com", "role": "admin"})
     html = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert "Send this link to your teammate" in html and 'class="secret-once"' in html
+    assert "Invitation emailed to mia@example.com" in html and 'class="secret-once"' in html
     link = invite_link(html)
     assert link.startswith(app.config["BASE_URL"] + "/settings/team/join/")
     token = link.rsplit("/", 1)[1]
@@ -84,7 +84,7 @@ def test_htmx_invite_swaps_in_the_link_and_the_list(client, make_account, login)
     assert response.status_code == 200 and "<html" not in html
     assert 'id="team-invite"' in html and 'class="secret-once"' in html
     assert 'id="invitations" hx-swap-oob="true"' in html and "h@example.com" in html
-    assert "Invitation created" in response.headers["HX-Trigger"]
+    assert "Invitation emailed to" in response.headers["HX-Trigger"]
 
 
 def test_invalid_invite_shows_errors(client, make_account, make_user, login):
