@@ -173,12 +173,7 @@ def team_invite():
                 invite_values=values, invite_errors=errors)), 422)
         return _team_page(422, invite_values=values, invite_errors=errors)
     _mail_invitation(invitation, token)
-    extra = dict(invite_link=team_service.invitation_link(token), invited=invitation)
-    if htmx:
-        response = make_response(render_template("settings/_invite.html", oob_invitations=True,
-                                                 **_team_context(**extra)))
-        return with_toast(response, f"Invitation emailed to {invitation.email}")
-    return _team_page(**extra)
+    return _invitation_sent(invitation, token, f"Invitation emailed to {invitation.email}")
 
 
 @bp.post("/team/invitations/<uuid:invitation_id>/resend")
@@ -188,7 +183,17 @@ def team_invite():
 def team_resend_invitation(invitation_id):
     invitation, token = team_service.resend_invitation(current_user, invitation_id, ip=client_ip())
     _mail_invitation(invitation, token)
-    return _team_page(invite_link=team_service.invitation_link(token), invited=invitation, resent=True)
+    return _invitation_sent(invitation, token, f"New invitation emailed to {invitation.email}", resent=True)
+
+
+def _invitation_sent(invitation, token, toast, **extra):
+    """The invite card with the link shown once (the fallback when the email does not arrive)."""
+    extra.update(invite_link=team_service.invitation_link(token), invited=invitation)
+    if htmx:
+        response = make_response(render_template("settings/_invite.html", oob_invitations=True,
+                                                 **_team_context(**extra)))
+        return with_toast(response, toast)
+    return _team_page(**extra)
 
 
 @bp.post("/team/invitations/<uuid:invitation_id>/revoke")

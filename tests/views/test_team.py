@@ -192,6 +192,18 @@ def test_resend_emails_a_new_link_the_old_one_stops_and_resends_are_limited(app,
     assert len(invitation_mails(app, account.id, "rex@example.com")) == 2
 
 
+def test_resend_over_htmx_swaps_the_invite_card_with_the_new_link(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    first = invite(client, "hx@example.com")
+    invitation = team.list_invitations(account.id)[0]
+    response = client.post(f"/settings/team/invitations/{invitation.id}/resend", headers=HTMX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" not in html and 'id="team-invite"' in html
+    assert invite_link(html) != first and 'id="invitations" hx-swap-oob="true"' in html
+    assert "New invitation emailed to hx@example.com" in response.headers["HX-Trigger"]
+
+
 def test_invitation_mail_is_capped_per_account(make_app, make_account, login):
     app = make_app(AUTH_RATE_LIMITS={"invite_mail_account": "2 per hour"})
     account, owner = make_account()
