@@ -1,5 +1,9 @@
 """Team members of an account: invitations, roles, removal.
 
+An invitation is emailed through the server's transactional path (send_invitation, run by a task that gets the
+token encrypted); the team page also shows the link once as a fallback. Resending makes a new link (only a hash
+is stored) and the earlier one stops working, as does a revoked one.
+
 Removing or demoting a member offers to revoke what they created that outlives their role: their active API
 clients and pending invitations (created_by_member lists them; remove_member and change_role revoke the ones
 chosen, in the same transaction). Clients kept at a removal are handed over to whoever removed the member.
@@ -9,14 +13,13 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from nudge.errors import Conflict, Forbidden, NotFound, field_error
 from nudge.extensions import db
 from nudge.models import ROLES, Account, Invitation, User
 from nudge.models.types import utcnow
-from flask import current_app
-
 from nudge.services import api_clients, audit, permissions, system_mail
 from nudge.services.security import (check_password_strength, decrypt, encrypt, hash_password, hash_token,
                                      new_token)
