@@ -41,6 +41,10 @@ AUTH_RATE_LIMITS = {
     "password_account": "10 per hour",
     "confirmation_ip": "10 per hour",
     "confirmation_account": "3 per hour",
+    # Team invitation mail: every invite or resend emails someone, so one account cannot use the server as a
+    # mailer ("_account": invites + resends per account; "_resend": resends of one invitation).
+    "invite_mail_account": "30 per hour;100 per day",
+    "invite_mail_resend": "1 per minute;5 per day",
 }
 
 

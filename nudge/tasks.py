@@ -13,7 +13,7 @@ from huey import PriorityRedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 
 from nudge.config import instance_path
-from nudge.services import signup
+from nudge.services import signup, team
 
 log = logging.getLogger("nudge.tasks")
 
@@ -177,6 +177,12 @@ def _require_sent(result):
 def mail_email_confirmation(account_id):
     """Mail the link that confirms an open sign-up's address (services/signup.py)."""
     _require_sent(signup.send_confirmation(uuid.UUID(account_id)))
+
+
+@task(priority=PRIORITY_TRANSACTIONAL, retries=5, retry_delay=60)
+def mail_invitation(invitation_id, sealed_token):
+    """Mail a team invitation's link (services/team.py); the token travels encrypted."""
+    _require_sent(team.send_invitation(invitation_id, sealed_token))
 
 
 @task(priority=PRIORITY_TRANSACTIONAL, retries=5, retry_delay=60)

@@ -27,7 +27,7 @@ PENDING_LOGIN_SECONDS = 5 * 60
 PASSWORD_HELP = (f"At least {PASSWORD_MIN_LENGTH} characters, with upper- and lower-case letters, "
                  "a digit and a symbol.")
 # What a signed-in user without MFA may reach while REQUIRE_MFA is on.
-MFA_GATE_OPEN = {"auth.mfa_enrol", "auth.logout", "static"}
+MFA_GATE_OPEN = {"auth.mfa_enrol", "auth.mfa_enrol_restart", "auth.logout", "static"}
 
 
 def load_user(user_id):
@@ -381,12 +381,24 @@ def mfa_enrol():
             session.pop(ENROL_SECRET, None)
             return render("auth/recovery_codes.html", codes=codes, enrolled=True)
     else:
-        secret = mfa.begin_enrolment()
-        session[ENROL_SECRET] = encrypt(secret)
+        # A reload keeps the key: an authenticator that already scanned it must still match.
+        secret = _enrolment_secret()
+        if secret is None:
+            secret = mfa.begin_enrolment()
+            session[ENROL_SECRET] = encrypt(secret)
     uri = mfa.provisioning_uri(secret, user.email)
     return render("auth/mfa_enrol.html", qr_svg=mfa.qr_svg(uri), manual_key=mfa.format_key(secret),
                   error=error, require_mfa=bool(current_app.config.get("REQUIRE_MFA")),
                   status=422 if error else 200)
+
+
+@bp.post("/security/mfa/enrol/restart")
+@login_required
+def mfa_enrol_restart():
+    """Drop the pending key on purpose; the enrolment page then shows a new one."""
+    session.pop(ENROL_SECRET, None)
+    flash("Here is a new key. Remove the old NudgeCampaign entry from your app and scan this one.", "info")
+    return redirect(url_for("auth.mfa_enrol"))
 
 
 def _enrolment_secret():

@@ -24,7 +24,7 @@ def client_ip():
 TOO_MANY_ATTEMPTS = "Too many attempts. Wait a few minutes and try again."
 
 
-def _auth_limit(name):
+def auth_limit(name):
     return (current_app.config.get("AUTH_RATE_LIMITS") or {}).get(name) or AUTH_RATE_LIMITS[name]
 
 
@@ -46,9 +46,9 @@ def auth_rate_limits(name, target_key, counts=_failed):
     counts(response) is true (by default the failures; None: all), so a guesser spread over many
     addresses is stopped too. Over either: 429 with Retry-After."""
     def decorator(view):
-        per_ip = limiter.limit(lambda: _auth_limit(f"{name}_ip"), key_func=lambda: f"ip:{client_ip()}",
+        per_ip = limiter.limit(lambda: auth_limit(f"{name}_ip"), key_func=lambda: f"ip:{client_ip()}",
                                methods=["POST"], scope=f"{name}-ip", error_message=TOO_MANY_ATTEMPTS)
-        per_target = limiter.limit(lambda: _auth_limit(f"{name}_account"),
+        per_target = limiter.limit(lambda: auth_limit(f"{name}_account"),
                                    key_func=lambda: f"{name}:{target_key() or client_ip()}", methods=["POST"],
                                    scope=f"{name}-account", error_message=TOO_MANY_ATTEMPTS,
                                    deduct_when=counts)

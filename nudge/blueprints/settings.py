@@ -7,11 +7,12 @@ from collections import OrderedDict
 from flask import Blueprint, abort, current_app, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from nudge.blueprints.common import (auth_rate_limits, client_ip, field_errors, paginate, render, require_permission,
-                                     with_toast)
+from nudge.blueprints.common import (auth_limit, auth_rate_limits, client_ip, field_errors, paginate, render,
+                                     require_permission, with_toast)
 from nudge.config import PLAN_RATE_LIMITS
 from nudge.errors import Conflict, NotFound, ValidationError
-from nudge.extensions import htmx
+from nudge import tasks
+from nudge.extensions import htmx, limiter
 from nudge.models import ROLES
 from nudge.services import accounts, audit, permissions
 from nudge.services import team as team_service
@@ -133,9 +134,34 @@ def _can_manage(member):
             and (member.role != "owner" or current_user.role == "owner"))
 
 
+def _sent(response):
+    """An invite or resend that went through (an email was queued), for the mail limits to count."""
+    return response.status_code < 400
+
+
+def _invitation_mail_limits(per_invitation=False):
+    """Flask-Limiter limits on the POSTs that email an invitation (AUTH_RATE_LIMITS invite_mail_*): per
+    account, and for a resend per invitation too. Over either: 429 with Retry-After."""
+    def decorator(view):
+        limited = limiter.limit(lambda: auth_limit("invite_mail_account"),
+                                key_func=lambda: f"account:{current_user.account_id}", methods=["POST"],
+                                scope="invite-mail-account", deduct_when=_sent)(view)
+        if per_invitation:
+            limited = limiter.limit(lambda: auth_limit("invite_mail_resend"),
+                                    key_func=lambda: f"invitation:{request.view_args.get('invitation_id')}",
+                                    methods=["POST"], scope="invite-mail-resend", deduct_when=_sent)(limited)
+        return limited
+    return decorator
+
+
+def _mail_invitation(invitation, token):
+    tasks.mail_invitation(str(invitation.id), team_service.seal_token(token))
+
+
 @bp.post("/team/invitations")
 @login_required
 @require_permission("team:write")
+@_invitation_mail_limits()
 def team_invite():
     values = {"email": request.form.get("email", ""), "role": request.form.get("role", "")}
     try:
@@ -146,12 +172,27 @@ def team_invite():
             return make_response(render_template("settings/_invite.html", **_team_context(
                 invite_values=values, invite_errors=errors)), 422)
         return _team_page(422, invite_values=values, invite_errors=errors)
-    link = current_app.config["BASE_URL"].rstrip("/") + url_for(".accept_invite", token=token)
-    extra = dict(invite_link=link, invited=invitation)
+    _mail_invitation(invitation, token)
+    return _invitation_sent(invitation, token, f"Invitation emailed to {invitation.email}")
+
+
+@bp.post("/team/invitations/<uuid:invitation_id>/resend")
+@login_required
+@require_permission("team:write")
+@_invitation_mail_limits(per_invitation=True)
+def team_resend_invitation(invitation_id):
+    invitation, token = team_service.resend_invitation(current_user, invitation_id, ip=client_ip())
+    _mail_invitation(invitation, token)
+    return _invitation_sent(invitation, token, f"New invitation emailed to {invitation.email}", resent=True)
+
+
+def _invitation_sent(invitation, token, toast, **extra):
+    """The invite card with the link shown once (the fallback when the email does not arrive)."""
+    extra.update(invite_link=team_service.invitation_link(token), invited=invitation)
     if htmx:
         response = make_response(render_template("settings/_invite.html", oob_invitations=True,
                                                  **_team_context(**extra)))
-        return with_toast(response, f"Invitation created for {invitation.email}")
+        return with_toast(response, toast)
     return _team_page(**extra)
 
 

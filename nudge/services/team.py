@@ -1,5 +1,9 @@
 """Team members of an account: invitations, roles, removal.
 
+An invitation is emailed through the server's transactional path (send_invitation, run by a task that gets the
+token encrypted); the team page also shows the link once as a fallback. Resending makes a new link (only a hash
+is stored) and the earlier one stops working, as does a revoked one.
+
 Removing or demoting a member offers to revoke what they created that outlives their role: their active API
 clients and pending invitations (created_by_member lists them; remove_member and change_role revoke the ones
 chosen, in the same transaction). Clients kept at a removal are handed over to whoever removed the member.
@@ -9,17 +13,20 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from nudge.errors import Conflict, Forbidden, NotFound, field_error
 from nudge.extensions import db
 from nudge.models import ROLES, Account, Invitation, User
 from nudge.models.types import utcnow
-from nudge.services import api_clients, audit, permissions
-from nudge.services.security import check_password_strength, hash_password, hash_token, new_token
+from nudge.services import api_clients, audit, permissions, system_mail
+from nudge.services.security import (check_password_strength, decrypt, encrypt, hash_password, hash_token,
+                                     new_token)
 from nudge.services.validation import normalize_email, require_text, validate_fields
 
 INVITATION_LIFETIME = dt.timedelta(days=7)
+INVITE_PATH = "/settings/team/join/"  # settings.accept_invite
 EMAIL_TAKEN = "This email already has a NudgeCampaign sign-in."
 INVALID_INVITATION = "This invitation link is invalid or has expired. Ask for a new one."
 LAST_OWNER = "An account needs at least one owner. Make someone else an owner first."
@@ -99,14 +106,81 @@ def invite_member(actor, email, role, *, ip=None):
     return invitation, token
 
 
-def revoke_invitation(actor, invitation_id, *, ip=None):
-    """Withdraw an invitation that has not been accepted; its link stops working."""
+def resend_invitation(actor, invitation_id, *, ip=None):
+    """A new link for a pending invitation, valid for a full lifetime again; returns (invitation, token).
+
+    Only the token's hash is stored, so resending means a new token: the earlier link stops working."""
     permissions.require(actor, "team:write")
+    invitation = _pending_invitation(actor.account_id, invitation_id)
+    if invitation.role == "owner" and actor.role != "owner":
+        raise Forbidden(OWNER_ONLY)
+    token = new_token()
+    invitation.token_hash = hash_token(token)
+    invitation.expires_at = utcnow() + INVITATION_LIFETIME
+    audit.record("team.invitation_resent", account_id=actor.account_id, actor=actor, ip=ip,
+                 resources=[f"invitation:{invitation.id}"], meta={"email": invitation.email, "role": invitation.role})
+    db.session.commit()
+    return invitation, token
+
+
+def invitation_link(token):
+    """The join link an invitation's email and the team page show."""
+    return current_app.config["BASE_URL"].rstrip("/") + INVITE_PATH + token
+
+
+def seal_token(token):
+    """The token encrypted for a mail task's arguments (the queue never holds a usable link)."""
+    return encrypt(token)
+
+
+def send_invitation(invitation_id, sealed_token):
+    """Mail the invitation (a task runs it); the SendResult, or None when the link no longer works
+    (revoked, resent with a newer link, accepted or expired): nothing is sent then."""
+    try:
+        token = decrypt(sealed_token)
+    except ValueError:  # sealed with a key since removed from NUDGE_ENCRYPTION_KEYS
+        return None
+    invitation = find_invitation(token)
+    if invitation is None or str(invitation.id) != str(invitation_id):
+        return None
+    account = db.session.get(Account, invitation.account_id)
+    who = _inviter_label(invitation)
+    expires = invitation.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    text = (f"{who or 'A teammate'} invited you to join the {account.name} account on {system_mail.PRODUCT} "
+            f"as {_article(invitation.role)} {invitation.role}.\n\n"
+            f"Open this link to choose your name and password and join:\n\n{invitation_link(token)}\n\n"
+            f"The link works once and expires on {expires}. If it has expired, ask for a new one.\n\n"
+            "If you did not expect this invitation, ignore this message: nothing happens unless the link is used.\n")
+    subject = (f"{who} invited you to {account.name} on {system_mail.PRODUCT}" if who
+               else f"You are invited to {account.name} on {system_mail.PRODUCT}")
+    return system_mail.send_system_email(invitation.email, subject, text, account_id=account.id)
+
+
+def _inviter_label(invitation):
+    """'Ann Lee (ann@acme.example)', the email alone, or None when the inviter has left."""
+    inviter = db.session.get(User, invitation.invited_by) if invitation.invited_by else None
+    if inviter is None:
+        return None
+    return f"{inviter.name} ({inviter.email})" if inviter.name else inviter.email
+
+
+def _article(word):
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def _pending_invitation(account_id, invitation_id):
     invitation = db.session.scalar(sa.select(Invitation).where(
-        Invitation.account_id == actor.account_id, Invitation.id == _uuid(invitation_id),
+        Invitation.account_id == account_id, Invitation.id == _uuid(invitation_id),
         Invitation.accepted_at.is_(None)))
     if invitation is None:
         raise NotFound("Invitation not found.")
+    return invitation
+
+
+def revoke_invitation(actor, invitation_id, *, ip=None):
+    """Withdraw an invitation that has not been accepted; its link stops working."""
+    permissions.require(actor, "team:write")
+    invitation = _pending_invitation(actor.account_id, invitation_id)
     audit.record("team.invitation_revoked", account_id=actor.account_id, actor=actor, ip=ip,
                  resources=[f"invitation:{invitation.id}"], meta={"email": invitation.email, "role": invitation.role})
     db.session.delete(invitation)

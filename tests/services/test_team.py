@@ -5,6 +5,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from nudge.delivery.outbox import count_outbox
+from nudge.delivery.selection import outbox_dir
 from nudge.errors import Conflict, Forbidden, NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import AuditLog, Invitation, User
@@ -322,3 +324,42 @@ def test_ids_of_someone_elses_clients_and_invitations_are_ignored(make_account, 
     team.remove_member(owner, admin.id, revoke_clients=[owners_client.id], revoke_invitations=[owners_invitation.id])
     assert api_clients.active_client(owners_client.client_id) is not None
     assert db.session.get(Invitation, owners_invitation.id) is not None
+
+
+def _outbox_count(app, account_id):
+    return count_outbox(outbox_dir(app.config), account_id)
+
+
+def test_a_queued_invitation_mail_sends_nothing_once_the_link_no_longer_works(app, make_account):
+    account, owner = make_account(name="Acme")
+    invitation, token = team.invite_member(owner, "kim@example.com", "viewer")
+    sealed = team.seal_token(token)
+    assert token not in sealed  # the task's arguments never hold a usable link
+    assert team.send_invitation(invitation.id, sealed).status == "sent"
+    assert _outbox_count(app, account.id) == 1
+
+    resent, new_token = team.resend_invitation(owner, invitation.id)
+    assert resent.id == invitation.id and team.find_invitation(token) is None
+    assert team.find_invitation(new_token).id == invitation.id
+    assert team.send_invitation(invitation.id, sealed) is None  # the older link's mail is not sent late
+    assert "team.invitation_resent" in actions(account.id)
+
+    team.revoke_invitation(owner, invitation.id)
+    assert team.send_invitation(invitation.id, team.seal_token(new_token)) is None
+    assert _outbox_count(app, account.id) == 1
+
+
+def test_resend_gives_a_full_lifetime_and_is_scoped_and_role_checked(make_account, make_user):
+    account, owner = make_account()
+    other_account, other_owner = make_account()
+    admin = make_user(account, role="admin", email="adm@example.com")
+    invitation, _ = team.invite_member(owner, "boss@example.com", "owner")
+    db.session.get(Invitation, invitation.id).expires_at = utcnow() - dt.timedelta(days=1)
+    db.session.commit()
+    with pytest.raises(NotFound):
+        team.resend_invitation(other_owner, invitation.id)
+    with pytest.raises(Forbidden):
+        team.resend_invitation(admin, invitation.id)  # only an owner hands out the owner role
+    resent, token = team.resend_invitation(owner, invitation.id)
+    assert resent.expires_at > utcnow() + team.INVITATION_LIFETIME - dt.timedelta(minutes=1)
+    assert team.find_invitation(token) is not None

@@ -350,3 +350,10 @@ def test_last_seen_is_updated_at_most_once_a_minute(client, make_account, login)
     db.session.commit()
     client.get("/security")
     assert db.session.get(User, owner.id).last_seen > recent
+
+
+def test_a_fresh_instance_sign_in_page_does_not_say_welcome_back(client):
+    page = client.get("/login")
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert "Welcome back" not in body and "Sign in to NudgeCampaign" in body

@@ -58,6 +58,35 @@ def test_a_wrong_enrolment_code_keeps_the_same_key(client, make_account, login):
     assert client.get("/security/mfa/enrol").headers["Location"] == "/security"
 
 
+def test_reloading_the_enrolment_page_keeps_the_key_until_started_over(client, make_account, login):
+    _, owner = make_account(mfa=False)
+    login(client, owner)
+    secret = manual_key(client.get("/security/mfa/enrol"))
+    assert manual_key(client.get("/security/mfa/enrol")) == secret  # a reload keeps what the app scanned
+    assert "Start over with a new key" in text(client.get("/security/mfa/enrol"))
+
+    response = client.post("/security/mfa/enrol/restart")
+    assert response.status_code == 302 and response.headers["Location"] == "/security/mfa/enrol"
+    fresh = manual_key(client.get("/security/mfa/enrol"))
+    assert fresh != secret and manual_key(client.get("/security/mfa/enrol")) == fresh
+    # The old key no longer enrols; the new one does.
+    assert client.post("/security/mfa/enrol", data={"code": pyotp.TOTP(secret).now()}).status_code == 422
+    response = client.post("/security/mfa/enrol", data={"code": pyotp.TOTP(fresh).now()})
+    assert response.status_code == 200 and len(recovery_codes(response)) == 10
+    assert decrypt(db.session.get(User, owner.id).totp_secret_encrypted) == fresh
+    with client.session_transaction() as session:
+        assert "mfa_enrol_secret" not in session  # a later enrolment starts from a new key
+
+
+def test_a_code_from_the_first_key_enrols_after_a_reload(client, make_account, login):
+    _, owner = make_account(mfa=False)
+    login(client, owner)
+    secret = manual_key(client.get("/security/mfa/enrol"))
+    client.get("/security/mfa/enrol")
+    response = client.post("/security/mfa/enrol", data={"code": pyotp.TOTP(secret).now()})
+    assert response.status_code == 200 and len(recovery_codes(response)) == 10
+
+
 def test_security_page_shows_status_and_regenerates_recovery_codes(client, make_account, login):
     _, owner = make_account(mfa=False)
     login(client, owner)

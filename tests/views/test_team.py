@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 import pytest
 import sqlalchemy as sa
 
+from nudge.delivery.outbox import list_outbox, read_message
+from nudge.delivery.selection import outbox_dir
 from nudge.extensions import db
 from nudge.models import Invitation, User
 from nudge.models.types import utcnow
@@ -41,7 +43,7 @@ def test_invite_accept_sign_in_and_listed(app, make_account, login):
     response = owner_client.post("/settings/team/invitations", data={"email": "mia@example.com", "role": "admin"})
     html = response.get_data(as_text=True)
     assert response.status_code == 200
-    assert "Send this link to your teammate" in html and 'class="secret-once"' in html
+    assert "Invitation emailed to mia@example.com" in html and 'class="secret-once"' in html
     link = invite_link(html)
     assert link.startswith(app.config["BASE_URL"] + "/settings/team/join/")
     token = link.rsplit("/", 1)[1]
@@ -84,7 +86,7 @@ def test_htmx_invite_swaps_in_the_link_and_the_list(client, make_account, login)
     assert response.status_code == 200 and "<html" not in html
     assert 'id="team-invite"' in html and 'class="secret-once"' in html
     assert 'id="invitations" hx-swap-oob="true"' in html and "h@example.com" in html
-    assert "Invitation created" in response.headers["HX-Trigger"]
+    assert "Invitation emailed to" in response.headers["HX-Trigger"]
 
 
 def test_invalid_invite_shows_errors(client, make_account, make_user, login):
@@ -141,6 +143,91 @@ def test_revoke_invitation(client, make_account, login):
     assert response.status_code == 200 and "revoked" in response.get_data(as_text=True)
     assert client.get(urlsplit(link).path).status_code == 404
     assert entries(account.id, "team.invitation_revoked")
+
+
+def invitation_mails(app, account_id, to):
+    """The invitation emails to one address in the account's outbox, newest first."""
+    directory = outbox_dir(app.config)
+    mails = [read_message(directory, account_id, entry.name) for entry in list_outbox(directory, account_id)]
+    return [mail for mail in mails if dict(mail.headers)["To"] == to]
+
+
+def mailed_link(mail):
+    return re.search(r"(https?://\S+/settings/team/join/\S+)", mail.text).group(1)
+
+
+def test_an_invitation_is_emailed_with_who_which_account_the_role_the_link_and_its_expiry(
+        app, client, make_account, login):
+    account, owner = make_account(name="Acme")
+    login(client, owner)
+    shown = invite(client, "mia@example.com", "admin")
+    [mail] = invitation_mails(app, account.id, "mia@example.com")
+    invitation = team.list_invitations(account.id)[0]
+    subject = dict(mail.headers)["Subject"]
+    assert owner.email in subject and "Acme" in subject
+    assert owner.email in mail.text and "Acme account" in mail.text and "as an admin" in mail.text
+    assert invitation.expires_at.strftime("%Y-%m-%d %H:%M UTC") in mail.text
+    assert mailed_link(mail) == shown  # the page's copyable link is the same, as a fallback
+    joined = app.test_client().post(urlsplit(mailed_link(mail)).path, data={"name": "Mia", "password": PASSWORD})
+    assert joined.status_code == 302
+    assert db.session.scalar(sa.select(User).where(User.email == "mia@example.com")).role == "admin"
+
+
+def test_resend_emails_a_new_link_the_old_one_stops_and_resends_are_limited(app, client, make_account, login):
+    account, owner = make_account(name="Acme")
+    login(client, owner)
+    first = invite(client, "rex@example.com")
+    invitation = team.list_invitations(account.id)[0]
+    response = client.post(f"/settings/team/invitations/{invitation.id}/resend")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "A new invitation was emailed to rex@example.com" in html
+    newest, older = invitation_mails(app, account.id, "rex@example.com")
+    assert mailed_link(older) == first and mailed_link(newest) == invite_link(html) != first
+    assert app.test_client().get(urlsplit(first).path).status_code == 404
+    assert app.test_client().get(urlsplit(mailed_link(newest)).path).status_code == 200
+    assert entries(account.id, "team.invitation_resent")
+    # One resend a minute per invitation: the next is refused and sends nothing.
+    again = client.post(f"/settings/team/invitations/{invitation.id}/resend")
+    assert again.status_code == 429 and int(again.headers["Retry-After"]) > 0
+    assert len(invitation_mails(app, account.id, "rex@example.com")) == 2
+
+
+def test_resend_over_htmx_swaps_the_invite_card_with_the_new_link(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    first = invite(client, "hx@example.com")
+    invitation = team.list_invitations(account.id)[0]
+    response = client.post(f"/settings/team/invitations/{invitation.id}/resend", headers=HTMX)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and "<html" not in html and 'id="team-invite"' in html
+    assert invite_link(html) != first and 'id="invitations" hx-swap-oob="true"' in html
+    assert "New invitation emailed to hx@example.com" in response.headers["HX-Trigger"]
+
+
+def test_invitation_mail_is_capped_per_account(make_app, make_account, login):
+    app = make_app(AUTH_RATE_LIMITS={"invite_mail_account": "2 per hour"})
+    account, owner = make_account()
+    client = app.test_client()
+    login(client, owner)
+    invite(client, "a@example.com")
+    invite(client, "b@example.com")
+    response = client.post("/settings/team/invitations", data={"email": "c@example.com", "role": "viewer"})
+    assert response.status_code == 429 and "Retry-After" in response.headers
+    assert [i.email for i in team.list_invitations(account.id)] == ["b@example.com", "a@example.com"]
+    assert invitation_mails(app, account.id, "c@example.com") == []
+
+
+def test_resend_and_revoke_need_team_write_and_stay_in_the_account(client, make_account, make_user, login):
+    account, owner = make_account()
+    other_account, other_owner = make_account()
+    viewer = make_user(account, role="viewer", email="v@example.com")
+    invitation, _ = team.invite_member(other_owner, "x@example.com", "viewer")
+    login(client, owner)
+    assert client.post(f"/settings/team/invitations/{invitation.id}/resend").status_code == 404
+    viewer_client = client.application.test_client()
+    login(viewer_client, viewer)
+    mine, _ = team.invite_member(owner, "y@example.com", "viewer")
+    assert viewer_client.post(f"/settings/team/invitations/{mine.id}/resend").status_code == 403
 
 
 def test_owner_changes_role_and_removes_member_audited(client, make_account, make_user, login):

@@ -232,12 +232,16 @@
     if (message) showToast(String(message), d.level);
   });
 
-  // htmx does not swap a 413 (a form field or body over the server's limits): say so instead of
+  // htmx does not swap a 413 (a form field or body over the server's limits) or a 429: say so instead of
   // leaving the page silent. The page keeps what was typed.
   document.addEventListener("htmx:responseError", function (evt) {
     var xhr = evt.detail && evt.detail.xhr;
     if (xhr && xhr.status === 413) {
       showToast("Not saved: this is larger than the server accepts. Your changes are still on this page.", "error");
+    } else if (xhr && xhr.status === 429) {
+      // A rate limit (e.g. invitation emails): say when to try again rather than nothing.
+      var wait = parseInt(xhr.getResponseHeader("Retry-After"), 10);
+      showToast("Too many requests. " + (wait > 0 ? "Try again in " + (wait > 90 ? Math.ceil(wait / 60) + " minutes." : wait + " seconds.") : "Wait a moment and try again."), "error");
     }
   });
 
