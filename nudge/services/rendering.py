@@ -858,12 +858,19 @@ def _unknown_in_tree(tree, env, known):
 
 
 def suggest_merge_tag(tag, known):
-    """The closest real merge tag to a misspelled one, or None."""
-    close = difflib.get_close_matches(tag, sorted(known), n=1, cutoff=0.6)
-    if not close and "." not in tag:  # {{ first_name }}: the field without its contact.
-        close = difflib.get_close_matches(tag, sorted(name.rsplit(".", 1)[-1] for name in known), n=1, cutoff=0.8)
-        close = [name for name in sorted(known) if close and name.endswith("." + close[0])][:1]
-    return close[0] if close else None
+    """The closest real merge tag to a misspelled one, or None: first a sibling (contact.firstname ->
+    contact.first_name), then the same name under another variable (first_name -> contact.first_name).
+    Names are compared without their common prefix, which would make every contact.* look alike."""
+    head, _, name = tag.rpartition(".")
+    siblings = {other.rpartition(".")[2]: other for other in known if other.rpartition(".")[0] == head}
+    close = difflib.get_close_matches(name, sorted(siblings), n=1, cutoff=0.6)
+    if close:
+        return siblings[close[0]]
+    anywhere = {}
+    for other in sorted(known):
+        anywhere.setdefault(other.rpartition(".")[2], other)
+    close = difflib.get_close_matches(name, sorted(anywhere), n=1, cutoff=0.8)
+    return anywhere[close[0]] if close else None
 
 
 def unknown_merge_tags(source, custom_names=(), env=None):
