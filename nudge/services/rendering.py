@@ -690,7 +690,8 @@ SYNTAX_WORDS = (
      lambda m: "a merge tag is empty: write a name inside it, such as {{ contact.first_name }}"
      if m[1] == "print statement" else "a {% … %} tag is missing its condition or value"),
     (re.compile(r"unexpected char '(.)'"),
-     lambda m: f"the character {m[1]} cannot be used here" + (": a quoted text is not closed" if m[1] in "\"'" else "")),
+     lambda m: f"the character {m[1]} cannot be used here"
+               + (": a quoted text is not closed" if m[1] in "\"'" else "")),
 )
 JINJA_WORDS = (("end of print statement", "}}"), ("end of statement block", "%}"), ("end of template", "the end"))
 

@@ -532,7 +532,7 @@ def test_an_unknown_merge_tag_blocks_the_review_and_refuses_send_schedule_and_te
     account, owner = make_account()
     add_contacts(account, "a@x.example")
     campaign = ready_campaign(owner, account, subject="{{ contact.firstname }}, hello from us",
-                              content_html=READY_HTML.replace("Hello {{ contact.first_name", "Hello {{ contact.last_nme"))
+                              content_html=READY_HTML.replace("{{ contact.first_name", "{{ contact.last_nme"))
     items = [item for item in campaigns.readiness(campaign) if item["code"] == "merge_tag_unknown"]
     assert items == [
         {"code": "merge_tag_unknown", "blocking": True, "field": "subject",

@@ -320,7 +320,8 @@ def test_review_blocks_an_unknown_merge_tag_and_shows_the_subject_as_a_contact_s
     assert refused.status_code == 422 and "did you mean contact.first_name?" in html_lib.unescape(text(refused))
     assert client.post(f"/campaigns/{campaign.id}/send").status_code == 422 and pipeline.calls == []
 
-    campaigns.update_campaign(owner, campaign.id, {"subject": "{{ contact.first_name }}, hello from {{ account.name }}"})
+    campaigns.update_campaign(owner, campaign.id,
+                              {"subject": "{{ contact.first_name }}, hello from {{ account.name }}"})
     page = html_lib.unescape(text(client.get(f"/campaigns/{campaign.id}/review")))
     assert "Everything required is in place" in page
     assert re.search(r'class="inbox-subject">Alex, hello from Corner Shop<', page)
