@@ -270,6 +270,7 @@ def _review_context(campaign):
             "warnings": [item for item in items if not item["blocking"]],
             "fix_steps": FIX_STEPS, "audience_text": campaigns.describe_audience(campaign.account_id,
                                                                                  campaign.audience),
+            "shown": campaigns.rendered_header(campaign, account),
             "used": campaigns.emails_used(account), "template": campaigns.campaign_template(campaign),
             "min_schedule": (now_local + dt.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M"),
             "test_emails": current_user.email}

@@ -337,7 +337,7 @@ def _warnings_for(version):
     """The content warnings of the saved version being edited (from its compiled HTML: no recompiling)."""
     if version is None:
         return []
-    return rendering.check_content(version.content_html, version.content_text)
+    return templates_service.content_warnings(current_user.account.id, version.content_html, version.content_text)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from nudge.errors import Conflict, LimitExceeded, NotFound, ValidationError, fie
 from nudge.extensions import db
 from nudge.models import Account, Campaign, Contact, Message, Segment, Template, TemplateVersion
 from nudge.models.types import utcnow
-from nudge.services import audit, permissions, rendering, sending_domains, signup, templates
+from nudge.services import audit, custom_fields, permissions, rendering, sending_domains, signup, templates
 from nudge.services.dialect import is_postgres, tags_contain_any
 from nudge.services.segments import segment_condition
 from nudge.services.suppressions import suppressed
@@ -579,10 +579,60 @@ FIX_FIELDS = {"subject_missing": "subject", "from_email_missing": "from_email", 
 BLOCKING_CONTENT_CODES = ("unsubscribe_missing", "postal_address_missing")
 
 
+def preheader(content):
+    """The preheader of a block-document design (the line inboxes show after the subject), or None."""
+    doc = content.version.content_json if content.version is not None else None
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    value = settings.get("preheader") if isinstance(settings, dict) else None
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def merge_tag_problems(campaign, content=None):
+    """[{"field", "message"}] for every merge tag of the subject, preheader and content that names nothing
+    (no contact field, custom field of the account or link): such a tag would go out blank."""
+    content = content or current_content(campaign)
+    names = [field.name for field in custom_fields.list_fields(campaign.account_id)]
+    found, problems = set(), []
+    for field, label, source in (("subject", "The subject", campaign.subject),
+                                 ("preheader", "The preheader", preheader(content)),
+                                 ("content", "The content", content.html)):
+        for problem in rendering.unknown_merge_tags(source, names):
+            if problem["tag"] not in found:  # the preheader is in the content's HTML too
+                found.add(problem["tag"])
+                problems.append({"field": field, "tag": problem["tag"], "suggestion": problem["suggestion"],
+                                 "message": f"{label}: {problem['message']}"})
+    return problems
+
+
+def require_known_merge_tags(campaign, content=None):
+    """A 400 naming each unknown merge tag and the closest real one."""
+    problems = merge_tag_problems(campaign, content)
+    if problems:
+        raise ValidationError(problems[0]["message"], [{"field": item["field"], "issue": item["message"]}
+                                                       for item in problems])
+
+
+def rendered_header(campaign, account, content=None):
+    """{"subject", "preheader"} as the sample contact (Alex Sample) would see them, for the review; a part
+    that cannot be rendered is None."""
+    content = content or current_content(campaign)
+    context = rendering.sample_context(account)
+    shown = {}
+    for name, source in (("subject", campaign.subject), ("preheader", preheader(content))):
+        try:
+            with rendering.time_limit():
+                text = rendering.TEXT_ENV.from_string(source).render(context) if source else ""
+        except Exception:  # noqa: BLE001 - a broken tag is reported by the checks; the review shows nothing
+            text = None
+        shown[name] = " ".join(text.split()) if text is not None else None
+    return shown
+
+
 def readiness(campaign, account=None, recipients=None):
     """The checklist before sending: [{"code", "message", "blocking"}], blocking items first. Blocking: no
     subject, from address, audience or content; no unsubscribe link or postal address in the content; no
-    postal address on the account (or, when recipients is given, nobody to send to). The render warnings
+    postal address on the account (or, when recipients is given, nobody to send to); a merge tag naming
+    nothing in the subject, preheader or content. The render warnings
     (size, alt text, links) do not block."""
     account = account or _account(campaign.account_id)
     items = []
@@ -611,6 +661,9 @@ def readiness(campaign, account=None, recipients=None):
         add("account_postal_address_missing", "Your account has no postal address, which the law requires in "
                                               "every email: add it in Settings → Account.")
     content = current_content(campaign)
+    for problem in merge_tag_problems(campaign, content):
+        items.append({"code": "merge_tag_unknown", "message": problem["message"], "blocking": True,
+                      "field": problem["field"]})
     if not content.html:
         add("content_missing", "There is no content yet: choose a design and write the email.")
     else:
@@ -623,7 +676,8 @@ def _require_ready(campaign, account, recipients):
     blocking = [item for item in readiness(campaign, account, recipients) if item["blocking"]]
     if blocking:
         raise ValidationError("This campaign cannot be sent yet: " + blocking[0]["message"],
-                              [{"field": FIX_FIELDS.get(item["code"], "content"), "issue": item["message"]}
+                              [{"field": item.get("field") or FIX_FIELDS.get(item["code"], "content"),
+                                "issue": item["message"]}
                                for item in blocking])
 
 
@@ -834,8 +888,10 @@ def send_test(actor, campaign_id, emails, contact_id=None):
                                                              Contact.id == contact_uuid)) if contact_uuid else None
         if contact is None or contact.status == "deleted":
             raise field_error("contact_id", "No such contact in this account.")
-    if not current_content(campaign).html:
+    content = current_content(campaign)
+    if not content.html:
         raise field_error("content", "There is no content to test yet: choose a design first.")
+    require_known_merge_tags(campaign, content)
     if not campaign.from_email:
         raise field_error("from_email", "Set the from address first.")
     sending_domains.require_sendable_from(campaign.account_id, campaign.from_email)

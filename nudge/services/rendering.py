@@ -18,6 +18,7 @@ RENDER_SECONDS of render time and stops with a ValidationError saying which limi
 """
 import contextvars
 import datetime as dt
+import difflib
 import functools
 import html as html_lib
 import re
@@ -29,7 +30,7 @@ from html.parser import HTMLParser
 
 import css_inline
 from flask import current_app, has_app_context
-from jinja2 import Template, nodes
+from jinja2 import Template, meta, nodes
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.filters import FILTERS as JINJA_FILTERS
@@ -661,11 +662,56 @@ def _loop_depth(node):
     return (1 if isinstance(node, nodes.For) else 0) + max(inner, default=0)
 
 
+# Jinja's parser messages -> plain words (the line is added by the caller). First match wins.
+SYNTAX_WORDS = (
+    (re.compile(r"unexpected end of template, expected 'end of print statement'"),
+     lambda m: "a merge tag is not closed: add }}"),
+    (re.compile(r"unexpected end of template, expected 'end of statement block'"),
+     lambda m: "a {% … %} tag is not closed: add %}"),
+    (re.compile(r"Encountered unknown tag 'end(\w+)'.*innermost block that needs to be closed is '(\w+)'", re.S),
+     lambda m: f"{{% end{m[1]} %}} does not match the open {{% {m[2]} %}}: close it with {{% end{m[2]} %}} first"),
+    (re.compile(r"(?i)unexpected end of template.*innermost block that needs to be closed is '(\w+)'", re.S),
+     lambda m: f"a {{% {m[1]} %}} is never closed: add {{% end{m[1]} %}}"),
+    (re.compile(r"Encountered unknown tag '(\w+)'"),
+     lambda m: f"{{% {m[1]} %}} is not something a template can do (use if, for or set)"),
+    (re.compile(r"unexpected '\}'"),
+     lambda m: "a merge tag is not closed properly: end {{ … with }} and {% … with %}"),
+    (re.compile(r"^unexpected '(.+)'$"),
+     lambda m: "a merge tag is not closed: end {{ … with }} and {% … with %}"),
+    (re.compile(r"expected token 'end of print statement', got '(.*)'"),
+     lambda m: f"unexpected '{m[1]}' inside a merge tag: a merge tag holds one name such as contact.first_name, "
+               "its parts joined by dots"),
+    (re.compile(r"expected token 'name', got 'end of print statement'"),
+     lambda m: "a | in a merge tag needs a filter name after it, such as | default(\"there\")"),
+    (re.compile(r"expected token '[^']*', got '([^']*)'"),
+     lambda m: f"a merge tag is not closed or holds an unexpected '{m[1]}': end {{{{ … with }}}} and "
+               "{% … with %}"),
+    (re.compile(r"Expected an expression, got 'end of (print statement|statement block)'"),
+     lambda m: "a merge tag is empty: write a name inside it, such as {{ contact.first_name }}"
+     if m[1] == "print statement" else "a {% … %} tag is missing its condition or value"),
+    (re.compile(r"unexpected char '(.)'"),
+     lambda m: f"the character {m[1]} cannot be used here"
+               + (": a quoted text is not closed" if m[1] in "\"'" else "")),
+)
+JINJA_WORDS = (("end of print statement", "}}"), ("end of statement block", "%}"), ("end of template", "the end"))
+
+
+def plain_syntax_message(message):
+    """A Jinja syntax error in plain words ("a merge tag is not closed: add }}")."""
+    for pattern, words in SYNTAX_WORDS:
+        match = pattern.search(message)
+        if match:
+            return words(match) + "."
+    for jinja, plain in JINJA_WORDS:
+        message = message.replace(jinja, plain)
+    return message
+
+
 def _syntax_message(exc):
     message = exc.message or str(exc)
     if message.startswith("No filter named"):
-        message += " Available filters: " + ", ".join(sorted(FILTERS)) + "."
-    return message
+        return message + " Available filters: " + ", ".join(sorted(FILTERS)) + "."
+    return plain_syntax_message(message)
 
 
 def _template_line(exc):
@@ -750,6 +796,105 @@ def check_document(doc):
             problems.append({"field": path, "issue": _issue(problem, multiline="\n" in text)})
     if problems:
         raise ValidationError(f"The template has an error: {problems[0]['issue']}", problems)
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge tag names: every name a template reads must exist, or it goes out blank
+
+ACCOUNT_MERGE_FIELDS = ("name", "postal_address", "default_from_name", "default_from_email")
+LINK_VARIABLES = tuple(PREVIEW_PATHS)
+
+
+def known_merge_tags(custom_names=()):
+    """Every merge tag a recipient's context can fill (see build_context), for an account's custom fields."""
+    known = {f"contact.{name}" for name in CONTACT_BUILTINS} | {f"account.{name}" for name in ACCOUNT_MERGE_FIELDS}
+    known |= {f"contact.custom.{name}" for name in custom_names}
+    known |= {f"contact.{name}" for name in custom_names if name not in SHADOW_PROOF}
+    return known | set(LINK_VARIABLES)
+
+
+def _path(node):
+    """The dotted name a Getattr/Getitem chain reads ("contact.custom.plan"), cut where a part is computed
+    (contact[name]), or None when it does not start from a plain variable."""
+    parts = []
+    while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            parts.append(node.arg.value)
+        else:
+            parts = []  # a computed key: only the part before it can be checked
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    return [node.name] + parts[::-1]
+
+
+def _checked_depth(path):
+    """How much of a path names context variables: contact.custom.<x>, contact.<x>, account.<x> or a link;
+    what follows (contact.first_name.upper) is the value's own business."""
+    if path[:2] == ["contact", "custom"]:
+        return 3
+    return 2 if path[0] in ("contact", "account") else 1
+
+
+def _unknown_in_tree(tree, env, known):
+    """(line, tag) of every name read from the context that build_context does not provide."""
+    free = meta.find_undeclared_variables(tree) - set(env.globals)
+    roots = {name.split(".")[0] for name in known}
+    inner = {id(node.node) for node in tree.find_all((nodes.Getattr, nodes.Getitem))}
+    seen = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if id(node) in inner or (isinstance(node, nodes.Name) and node.ctx != "load"):
+            continue
+        path = _path(node)
+        if not path or path[0] not in free:
+            continue  # a loop variable, a {% set %} name or a literal
+        tag = ".".join(path[:_checked_depth(path)])
+        if path[0] in roots and len(path) < _checked_depth(path) and tag != "contact.custom":
+            continue  # `contact` or `account` on its own (contact.tags | length, account | ...)
+        if tag not in known and tag not in ("contact", "account", "contact.custom") and tag not in seen:
+            seen.add(tag)
+            yield node.lineno, tag
+
+
+def suggest_merge_tag(tag, known):
+    """The closest real merge tag to a misspelled one, or None: first a sibling (contact.firstname ->
+    contact.first_name), then the same name under another variable (first_name -> contact.first_name).
+    Names are compared without their common prefix, which would make every contact.* look alike."""
+    head, _, name = tag.rpartition(".")
+    siblings = {other.rpartition(".")[2]: other for other in known if other.rpartition(".")[0] == head}
+    close = difflib.get_close_matches(name, sorted(siblings), n=1, cutoff=0.6)
+    if close:
+        return siblings[close[0]]
+    anywhere = {}
+    for other in sorted(known):
+        anywhere.setdefault(other.rpartition(".")[2], other)
+    close = difflib.get_close_matches(name, sorted(anywhere), n=1, cutoff=0.8)
+    return anywhere[close[0]] if close else None
+
+
+def unknown_merge_tags(source, custom_names=(), env=None):
+    """[{"line", "tag", "suggestion", "message"}] for every merge tag of a source that names nothing
+    (a misspelled field renders empty: "Hello ,"). The compiled Jinja tree is walked, not the text, so
+    {% for %} and {% set %} names are told apart from context variables. A source that does not parse
+    gives [] (its syntax error is reported by check_template)."""
+    if not source or "{" not in source:
+        return []
+    env = env or TEXT_ENV
+    try:
+        _check_merge_tag_size(source)
+        tree = env.parse(source)
+    except (_TemplateProblem, TemplateSyntaxError, RecursionError):
+        return []
+    known = known_merge_tags(custom_names)
+    problems = []
+    for line, tag in _unknown_in_tree(tree, env, known):
+        suggestion = suggest_merge_tag(tag, known)
+        hint = f"did you mean {suggestion}?" if suggestion else "see the merge tag list in the editor."
+        problems.append({"line": line, "tag": tag, "suggestion": suggestion,
+                         "message": f"{{{{ {tag} }}}} is not a merge tag and would be blank: {hint}"})
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1056,6 +1201,13 @@ def check_content(html, text=None):
                          "message": "The account's postal address is missing: add {{ account.postal_address }} "
                                     "(the law requires it, and campaigns cannot be sent without it)."})
     return warnings
+
+
+def merge_tag_warnings(html, custom_names=()):
+    """The content warnings for merge tags that name nothing ({"code": "merge_tag_unknown", "message"}):
+    a template may be saved with one (the custom field may come later); a campaign cannot be sent."""
+    return [{"code": "merge_tag_unknown", "message": problem["message"]}
+            for problem in unknown_merge_tags(html, custom_names)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from nudge.extensions import db
 from nudge.models import Campaign, Template, TemplateVersion, User
 from nudge.models.templates import TEMPLATE_FORMATS
 from nudge.models.types import utcnow
-from nudge.services import email_doc, permissions, rendering
+from nudge.services import custom_fields, email_doc, permissions, rendering
 from nudge.services.validation import as_uuid, optional_text, require_text
 
 FORMATS = TEMPLATE_FORMATS
@@ -240,6 +240,12 @@ def _lock(template):
     db.session.refresh(template)
 
 
+def content_warnings(account_id, html, text):
+    """The content warnings of compiled HTML and text, merge tags naming nothing in this account included."""
+    names = [field.name for field in custom_fields.list_fields(account_id)]
+    return rendering.check_content(html, text) + rendering.merge_tag_warnings(html, names)
+
+
 def save_version(actor, account_id, template_id, *, content_json=None, content_source=None, base_version=None):
     """Save content as a new version, unless it equals the latest one. A save based on an older version
     than the latest still lands (no one's work is lost) and says so, so the editor can tell its user."""
@@ -254,11 +260,11 @@ def save_version(actor, account_id, template_id, *, content_json=None, content_s
     if latest is not None and latest.content_json == content_json and latest.content_source == content_source:
         db.session.commit()
         return SaveResult(latest, unchanged=True, conflict=conflict, latest_before=latest.version,
-                          warnings=compiled.warnings)
+                          warnings=content_warnings(account_id, compiled.html, compiled.text))
     version = _add_version(template, actor, content_json, content_source, compiled)
     db.session.commit()
     return SaveResult(version, conflict=conflict, latest_before=latest.version if latest else None,
-                      warnings=compiled.warnings)
+                      warnings=content_warnings(account_id, compiled.html, compiled.text))
 
 
 def restore_version(actor, account_id, template_id, number):

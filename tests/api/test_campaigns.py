@@ -204,3 +204,39 @@ def test_the_openapi_document_describes_the_resource(client):
     assert {"get", "put", "delete"} <= set(paths["/api/v1/campaigns/{campaign_id}"])
     for action in ("send", "test", "pause", "resume", "cancel", "duplicate", "unschedule"):
         assert "post" in paths[f"/api/v1/campaigns/{{campaign_id}}/{action}"]
+
+
+def test_send_schedule_and_test_refuse_an_unknown_merge_tag_naming_it(client, make_account, api_token, monkeypatch):
+    pipeline = fake_pipeline(monkeypatch)
+    account = with_address(make_account()[0])
+    add_contacts(account, "a@x.example")
+    headers = bearer(api_token(account, "campaigns:write campaigns:read"))
+    created = client.post("/api/v1/campaigns", json=ready_payload(subject="{{ contact.firstname }}, hello"),
+                          headers=headers).get_json()["data"]
+    assert {"code": "merge_tag_unknown", "blocking": True, "field": "subject",
+            "message": "The subject: {{ contact.firstname }} is not a merge tag and would be blank: did you mean "
+                       "contact.first_name?"} in created["readiness"]
+    for path, body in (("send", {}), ("send", {"scheduled_at": "2099-01-01T09:00:00Z"}),
+                       ("test", {"emails": ["me@x.example"]})):
+        response = client.post(f"/api/v1/campaigns/{created['id']}/{path}", json=body, headers=headers)
+        assert response.status_code == 400, path
+        error = response.get_json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert {"field": "subject", "issue": "The subject: {{ contact.firstname }} is not a merge tag and would be "
+                                             "blank: did you mean contact.first_name?"} in error["details"]
+    assert pipeline.calls == []
+    fixed = client.put(f"/api/v1/campaigns/{created['id']}", json={"subject": "{{ contact.first_name }}, hello"},
+                       headers=headers)
+    assert fixed.status_code == 200
+    assert client.post(f"/api/v1/campaigns/{created['id']}/test", json={"emails": ["me@x.example"]},
+                       headers=headers).status_code == 200
+
+
+def test_a_subject_with_a_syntax_error_is_refused_in_plain_words(client, make_account, api_token):
+    account = make_account()[0]
+    headers = bearer(api_token(account, "campaigns:write"))
+    response = client.post("/api/v1/campaigns", json=ready_payload(subject="Hi {{ contact.first_name"),
+                           headers=headers)
+    assert response.status_code == 400
+    assert response.get_json()["error"]["details"] == [{"field": "subject",
+                                                        "issue": "Line 1: a merge tag is not closed: add }}."}]

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from nudge.errors import Conflict, Forbidden, LimitExceeded, NotFound, ValidationError
 from nudge.extensions import db
 from nudge.models import Campaign, Message, Template
-from nudge.services import campaigns, segments, suppressions, templates
+from nudge.services import campaigns, custom_fields, email_doc, segments, suppressions, templates
 from tests.campaign_helpers import READY_HTML, add_contacts, fake_pipeline, ready_campaign
 
 NOW = dt.datetime(2030, 5, 15, 12, 0)
@@ -516,3 +516,67 @@ def test_send_now_through_the_pipeline_mails_exactly_the_audience(make_app, make
     assert campaign.recipient_count == 2
     written = sorted(path.read_text(errors="replace") for path in tmp_path.rglob("*.eml"))
     assert len(written) == 2 and all("Hello Ann" in message for message in written)
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge tags that name nothing
+
+def _design(preheader):
+    doc = email_doc.new_document()
+    doc["settings"]["preheader"] = preheader
+    return doc
+
+
+def test_an_unknown_merge_tag_blocks_the_review_and_refuses_send_schedule_and_test(make_account, monkeypatch):
+    pipeline = fake_pipeline(monkeypatch)
+    account, owner = make_account()
+    add_contacts(account, "a@x.example")
+    campaign = ready_campaign(owner, account, subject="{{ contact.firstname }}, hello from us",
+                              content_html=READY_HTML.replace("{{ contact.first_name", "{{ contact.last_nme"))
+    items = [item for item in campaigns.readiness(campaign) if item["code"] == "merge_tag_unknown"]
+    assert items == [
+        {"code": "merge_tag_unknown", "blocking": True, "field": "subject",
+         "message": "The subject: {{ contact.firstname }} is not a merge tag and would be blank: "
+                    "did you mean contact.first_name?"},
+        {"code": "merge_tag_unknown", "blocking": True, "field": "content",
+         "message": "The content: {{ contact.last_nme }} is not a merge tag and would be blank: "
+                    "did you mean contact.last_name?"}]
+    for attempt in (lambda: campaigns.send_now(owner, campaign.id, now=NOW),
+                    lambda: campaigns.schedule(owner, campaign.id, "2030-06-01T09:00", now=NOW),
+                    lambda: campaigns.send_test(owner, campaign.id, ["me@x.example"])):
+        with pytest.raises(ValidationError) as exc:
+            attempt()
+        assert [detail["field"] for detail in exc.value.details if "merge tag" in detail["issue"]] == [
+            "subject", "content"]
+        assert "did you mean contact.first_name?" in exc.value.message
+    assert pipeline.calls == [] and db.session.get(Campaign, campaign.id).status == "draft"
+
+
+def test_custom_fields_of_the_account_are_real_merge_tags(make_account, monkeypatch):
+    pipeline = fake_pipeline(monkeypatch)
+    account, owner = make_account()
+    add_contacts(account, "a@x.example")
+    campaign = ready_campaign(owner, account, subject="Your plan: {{ contact.plan }} {{ contact.custom.plan }}")
+    assert [item["message"] for item in campaigns.readiness(campaign) if item["code"] == "merge_tag_unknown"] == [
+        "The subject: {{ contact.plan }} is not a merge tag and would be blank: see the merge tag list in the editor.",
+        "The subject: {{ contact.custom.plan }} is not a merge tag and would be blank: see the merge tag list in the "
+        "editor."]
+    custom_fields.create_field(owner, name="plan", type="text")
+    assert not [item for item in campaigns.readiness(campaign) if item["blocking"]]
+    campaigns.send_test(owner, campaign.id, ["me@x.example"])
+    assert pipeline.names() == ["send_test"]
+
+
+def test_the_preheader_is_checked_and_shown_for_a_sample_contact(make_account):
+    account, owner = make_account()
+    design = templates.create_template(owner, account.id, name="Design",
+                                       content_json=_design("Hi {{ contact.first_nam }}, 20% off"))
+    campaign = ready_campaign(owner, account, content_html=None, template_id=str(design.id),
+                              subject="{{ contact.first_name }}, hello from {{ account.name }}")
+    problems = campaigns.merge_tag_problems(campaign)
+    assert [(p["field"], p["tag"], p["suggestion"]) for p in problems] == [
+        ("preheader", "contact.first_nam", "contact.first_name")]  # once, though the HTML holds it too
+    templates.save_version(owner, account.id, design.id, content_json=_design("Hi {{ contact.first_name }}, 20% off"))
+    assert campaigns.merge_tag_problems(campaign) == []
+    assert campaigns.rendered_header(campaign, account) == {
+        "subject": f"Alex, hello from {account.name}", "preheader": "Hi Alex, 20% off"}

@@ -275,7 +275,7 @@ def test_a_jinja_error_is_reported_with_the_line_the_user_wrote():
     assert exc.value.details[0]["issue"].startswith("Line 12: ")
     with pytest.raises(ValidationError) as exc:
         rendering.compile_template(html="<p>\n{% if contact.vip %}\nVIP\n</p>")
-    assert exc.value.details[0]["issue"].startswith("Line 2: Unexpected end of template.")  # the unclosed if
+    assert exc.value.details[0]["issue"] == "Line 2: a {% if %} is never closed: add {% endif %}."  # the unclosed if
     with pytest.raises(ValidationError) as exc:
         rendering.compile_template(html="<p>\n\n{{ contact.first_name | shout }}</p>")
     assert exc.value.details[0]["issue"].startswith("Line 3: No filter named 'shout'.")
@@ -287,7 +287,7 @@ def test_a_jinja_error_is_reported_with_the_line_the_user_wrote():
     ("<mj-text>\n<p>unclosed\n</mj-text>", 4, "<p> is not closed"),
     ("<mj-text>ok</mj-text>\n<mj-image src=x.png />", 4, "attribute values need quotes"),
     ("<mj-text>ok</mj-text>\n\n<mj-include path=\"/etc/passwd\" />", 5, "mj-include"),
-    ("<mj-text>\n{{ contact.first_name | upper }\n</mj-text>", 4, "unexpected '}'"),
+    ("<mj-text>\n{{ contact.first_name | upper }\n</mj-text>", 4, "a merge tag is not closed properly: end {{"),
 ])
 def test_an_mjml_error_is_reported_with_its_line(inner, line, words):
     source = "<mjml>\n<mj-body><mj-section><mj-column>\n" + inner + "\n</mj-column></mj-section></mj-body></mjml>"
@@ -339,3 +339,68 @@ def test_exactly_one_source_is_compiled():
     for kwargs in ({}, {"html": "<p>x</p>", "mjml": mjml_doc("")}):
         with pytest.raises(ValidationError):
             rendering.compile_template(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge tag names: a misspelled one would go out blank
+
+def test_a_misspelled_merge_tag_is_named_with_the_closest_real_one():
+    problems = rendering.unknown_merge_tags("Hi\n{{ contact.firstname }}, {{ account.nme }} {{ unsubscribe_ur }}")
+    assert [(p["line"], p["tag"], p["suggestion"]) for p in problems] == [
+        (2, "contact.firstname", "contact.first_name"), (2, "account.nme", "account.name"),
+        (2, "unsubscribe_ur", "unsubscribe_url")]
+    assert problems[0]["message"] == ("{{ contact.firstname }} is not a merge tag and would be blank: "
+                                      "did you mean contact.first_name?")
+    # Without "contact.": the field is still found; an unknown root with nothing close says where to look.
+    assert rendering.unknown_merge_tags("{{ first_name }}")[0]["suggestion"] == "contact.first_name"
+    assert "merge tag list" in rendering.unknown_merge_tags("{{ zzz.qqq }}")[0]["message"]
+    # Subscript syntax and filters are read the same way as dots.
+    assert [p["tag"] for p in rendering.unknown_merge_tags(
+        "{{ contact['last_nam'] | default('x') }}{% if contact.emial %}x{% endif %}")] == [
+        "contact.last_nam", "contact.emial"]
+
+
+def test_every_real_merge_tag_and_local_name_is_accepted():
+    source = ("{{ contact.first_name }} {{ contact.last_name | upper }} {{ contact.email }} {{ contact.tags | length }}"
+              "{{ contact.subscription_date | date }} {{ contact.plan }} {{ contact.custom.plan }}"
+              "{{ contact['first_name'] }} {{ contact.first_name.upper() }}"
+              "{{ account.name }} {{ account.postal_address }} {{ account.default_from_name }}"
+              "{{ account.default_from_email }} {{ unsubscribe_url }} {{ preferences_url }} {{ view_in_browser_url }}"
+              "{% for tag in contact.tags %}{{ tag }}{{ loop.index }}{% endfor %}"
+              "{% set n = contact.first_name %}{{ n }}")
+    assert rendering.unknown_merge_tags(source, ["plan"]) == []
+    # Without the custom field on the account, it is unknown, with the account's field suggested.
+    assert [p["tag"] for p in rendering.unknown_merge_tags("{{ contact.plan }} {{ contact.custom.plann }}", ["plan"])] \
+        == ["contact.custom.plann"]
+    assert [p["tag"] for p in rendering.unknown_merge_tags("{{ contact.plan }}")] == ["contact.plan"]
+
+
+def test_a_template_with_an_unknown_merge_tag_is_saved_with_a_warning():
+    compiled = rendering.compile_template(html=f"<p>Hi {{{{ contact.firstname }}}}</p>{FOOTER}")
+    assert rendering.merge_tag_warnings(compiled.html) == [{
+        "code": "merge_tag_unknown",
+        "message": "{{ contact.firstname }} is not a merge tag and would be blank: did you mean contact.first_name?"}]
+
+
+@pytest.mark.parametrize("source, issue", [
+    ("<p>\n\nHi {{ contact.first_name", "Line 3: a merge tag is not closed: add }}."),
+    ("<p>\n\nHi {{ contact.first_name </p>", "Line 3: a merge tag is not closed: end {{ … with }} and {% … with %}."),
+    ("{{ contact.first_name <p>{{ x }}",
+     "Line 1: a merge tag is not closed or holds an unexpected '}': end {{ … with }} and {% … with %}."),
+    ("{{ contact.first_name %}", "Line 1: a merge tag is not closed properly: end {{ … with }} and {% … with %}."),
+    ("\n{% for t in contact.tags %}x", "Line 2: a {% for %} is never closed: add {% endfor %}."),
+    ("{% if x %}a{% endfor %}", "Line 1: {% endfor %} does not match the open {% if %}: close it with {% endif %} "
+                                "first."),
+    ("{% include 'x' %", "Line 1: a merge tag is not closed: end {{ … with }} and {% … with %}."),
+    ("{% foo %}", "Line 1: {% foo %} is not something a template can do (use if, for or set)."),
+    ("{{ contact first_name }}", "Line 1: unexpected 'first_name' inside a merge tag: a merge tag holds one name "
+                                 "such as contact.first_name, its parts joined by dots."),
+    ("{{ }}", "Line 1: a merge tag is empty: write a name inside it, such as {{ contact.first_name }}."),
+    ("{{ contact.first_name | }}", "Line 1: a | in a merge tag needs a filter name after it, such as "
+                                   "| default(\"there\")."),
+])
+def test_template_syntax_errors_read_as_plain_words_with_the_line(source, issue):
+    with pytest.raises(ValidationError) as exc:
+        rendering.compile_template(html=FOOTER + source)
+    assert exc.value.details[0]["issue"] == issue
+    assert "print statement" not in exc.value.message and "end of template" not in exc.value.message

@@ -2,6 +2,7 @@
 review checklist, send and schedule, the campaign page's live progress and counts, failed recipients,
 and what viewers and other accounts may see."""
 import datetime as dt
+import html as html_lib
 import re
 import uuid
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 
 from nudge.extensions import db
 from nudge.models import Campaign, Message
-from nudge.services import campaigns, segments, templates
+from nudge.services import campaigns, email_doc, segments, templates
 from tests.campaign_helpers import add_contacts, fake_pipeline, ready_campaign
 
 HTMX = {"HX-Request": "true"}
@@ -301,3 +302,37 @@ def test_a_runaway_stored_version_is_refused_by_test_send_and_preview(owner_clie
     preview = client.get(f"/campaigns/{campaign.id}/preview")
     assert preview.status_code == 400 and "Loops may run at most" in text(preview)
     assert client.get(f"/campaigns/{campaign.id}").status_code == 200  # the app carries on
+
+
+def test_review_blocks_an_unknown_merge_tag_and_shows_the_subject_as_a_contact_sees_it(owner_client, monkeypatch):
+    pipeline = fake_pipeline(monkeypatch)
+    client, account, owner = owner_client
+    add_contacts(account, "a@x.example")
+    campaign = ready_campaign(owner, account, subject="{{ contact.firstname }}, hello from {{ account.name }}")
+    page = html_lib.unescape(text(client.get(f"/campaigns/{campaign.id}/review")))
+    assert "Ready" not in re.sub(r"<[^>]+>", "", page.split("<h2>Summary</h2>")[0]).split("Checklist")[1]
+    assert ("The subject: {{ contact.firstname }} is not a merge tag and would be blank: did you mean "
+            "contact.first_name?") in page
+    assert f'href="/campaigns/{campaign.id}/details">Fix it' in page
+    assert re.search(r'<button type="submit" class="btn btn-primary" disabled[^>]*>Send now', page)
+    assert re.search(r'class="inbox-subject">, hello from Corner Shop<', page)  # the blank it would send
+    refused = client.post(f"/campaigns/{campaign.id}/test", data={"emails": "me@x.example"}, headers=HTMX)
+    assert refused.status_code == 422 and "did you mean contact.first_name?" in html_lib.unescape(text(refused))
+    assert client.post(f"/campaigns/{campaign.id}/send").status_code == 422 and pipeline.calls == []
+
+    campaigns.update_campaign(owner, campaign.id,
+                              {"subject": "{{ contact.first_name }}, hello from {{ account.name }}"})
+    page = html_lib.unescape(text(client.get(f"/campaigns/{campaign.id}/review")))
+    assert "Everything required is in place" in page
+    assert re.search(r'class="inbox-subject">Alex, hello from Corner Shop<', page)
+    assert "As a sample contact, Alex Sample, sees it" in page
+
+
+def test_review_shows_the_preheader_as_a_contact_sees_it(owner_client):
+    client, account, owner = owner_client
+    doc = email_doc.new_document()
+    doc["settings"]["preheader"] = "Hi {{ contact.first_name }}, 20% off this week"
+    design = templates.create_template(owner, account.id, name="Design", content_json=doc)
+    campaign = ready_campaign(owner, account, content_html=None, template_id=str(design.id))
+    page = html_lib.unescape(text(client.get(f"/campaigns/{campaign.id}/review")))
+    assert '<span class="inbox-preheader">Hi Alex, 20% off this week</span>' in page

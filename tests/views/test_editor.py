@@ -8,7 +8,7 @@ import pytest
 
 from nudge.extensions import db
 from nudge.models import Template, TemplateVersion
-from nudge.services import email_doc
+from nudge.services import custom_fields, email_doc
 from nudge.services import templates as templates_service
 
 HTMX = {"HX-Request": "true"}
@@ -463,3 +463,17 @@ def test_code_that_runs_away_or_is_too_large_is_not_saved(editing):
                            data={"base_version": "1", "format": "html", "source": huge})
     assert response.status_code == 422 and "at most 512 KB" in html.unescape(response.get_data(as_text=True))
     assert len(versions_of(template)) == 1
+
+
+def test_an_unknown_merge_tag_is_a_content_warning_in_the_editor(editing):
+    client, account, owner, template = editing
+    doc = document(heading(), text(markup="<p>Hi {{ contact.firstname }}</p>"), footer())
+    body = save(client, template, doc, 1).get_data(as_text=True)
+    warning = "{{ contact.firstname }} is not a merge tag and would be blank: did you mean contact.first_name?"
+    assert 'id="editor-warnings"' in body and warning in html.unescape(body)
+    page = client.get(f"/templates/{template.id}/edit").get_data(as_text=True)
+    assert warning in html.unescape(page)
+    # An account's custom field is a real merge tag.
+    custom_fields.create_field(owner, name="plan", type="text")
+    body = save(client, template, document(heading(), text(markup="<p>{{ contact.plan }}</p>"), footer()), 2)
+    assert "not a merge tag" not in html.unescape(body.get_data(as_text=True))

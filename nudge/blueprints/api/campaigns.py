@@ -43,10 +43,13 @@ READINESS_ITEM = {"type": "object", "required": ["code", "message", "blocking"],
                                               "where the server requires verified senders, a note otherwise), "
                                               "audience_empty, "
                                               "segment_missing, content_missing, unsubscribe_missing, "
-                                              "postal_address_missing, account_postal_address_missing, or a "
+                                              "postal_address_missing, account_postal_address_missing, "
+                                              "merge_tag_unknown (a merge tag of the subject, preheader or "
+                                              "content that names nothing, with the closest real one), or a "
                                               "render warning (size, image_alt, link_scheme)."},
     "message": {"type": "string", "description": "What is wrong and how to fix it."},
-    "blocking": {"type": "boolean", "description": "True when it prevents sending and scheduling."}}}
+    "blocking": {"type": "boolean", "description": "True when it prevents sending and scheduling."},
+    "field": {"type": "string", "description": "merge_tag_unknown only: subject, preheader or content."}}}
 
 CAMPAIGN = schema("Campaign", {
     "type": "object",
