@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from nudge.extensions import db
-from nudge.models import Campaign, Contact, Message
+from nudge.models import Campaign, Contact, EmailEvent, Message
 from nudge.models.types import utcnow
 from nudge.services import events, suppressions
 from nudge.services.addresses import same_address
@@ -218,10 +218,11 @@ def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
     when the contact was deleted or purged since the email left, the address the email went to.
     Returns that address, or None when the token's message is gone."""
     from nudge.services.contacts import change_status_for_unsubscribe
-    message = message_for(message_id)
+    message = _locked_message(message_id)
     if message is None:
         return None
     contact = contact_for(message)
+    first = contact is None or not _unsubscribed_before(message)
     if contact is not None and contact.status != "deleted":
         changed = contact.status != "unsubscribed"
         if changed:
@@ -230,10 +231,28 @@ def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
     else:
         changed = _unsubscribe_address(message, contact, source)
         address = message.email
-    if changed:
+    if changed and first:
         _bump(message.campaign_id, unsubscribed_count=1)
     db.session.commit()
     return address
+
+
+def _locked_message(message_id):
+    """The message, its row locked until the commit on PostgreSQL: two unsubscribes of one recipient at once
+    (the one-click POST and the page's button) then run one after the other, so the second sees the first's
+    event and the campaign counts the recipient once. SQLite writes one transaction at a time anyway."""
+    if not message_id:
+        return None
+    return db.session.scalar(sa.select(Message).where(Message.id == message_id).with_for_update()
+                             .execution_options(populate_existing=True))
+
+
+def _unsubscribed_before(message):
+    """Whether the message's contact already unsubscribed from this campaign (and subscribed again since, from
+    the preferences page): the campaign's Unsubscribed count is of recipients, so it counts them once."""
+    return db.session.scalar(sa.select(sa.exists().where(
+        EmailEvent.campaign_id == message.campaign_id, EmailEvent.event_type == "contact.unsubscribed",
+        EmailEvent.contact_id == message.contact_id))) or False
 
 
 def _unsubscribe_address(message, contact, source):
