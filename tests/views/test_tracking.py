@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from nudge.extensions import db
 from nudge.models import Campaign, Contact, EmailEvent, Suppression
 from nudge.models.types import utcnow
+from nudge.services import api_clients
 from nudge.services import campaigns as campaigns_service
 from nudge.services import contacts, housekeeping, tracking
 from tests.campaign_helpers import add_contacts, sent_message
@@ -157,6 +158,12 @@ def test_a_recipient_who_unsubscribes_subscribes_again_and_unsubscribes_again_co
     login(dashboard, sent["owner"])
     page = dashboard.get(f"/campaigns/{sent['campaign'].id}").get_data(as_text=True)
     assert re.search(r'Unsubscribed</span><span class="stat-value">1</span>', page)
+    integration, secret = api_clients.create_api_client(sent["owner"], name="Stats", scopes="campaigns:read")
+    token = app.test_client().post("/api/v1/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": integration.client_id, "client_secret": secret}).get_json()
+    api = app.test_client().get(f"/api/v1/campaigns/{sent['campaign'].id}",
+                                headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert api.get_json()["data"]["stats"]["unsubscribed"] == 1
 
 
 def test_opens_and_clicks_repeated_by_one_recipient_count_one_recipient(app, sent):
