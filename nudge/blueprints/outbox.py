@@ -1,5 +1,7 @@
 """The Outbox: with the outbox provider (the `make run` default) every email is written to a folder instead of
 being sent; this page lists the account's and shows each one as its recipient would see it."""
+import dataclasses
+
 from flask import Blueprint, abort, current_app, request
 from flask_login import current_user, login_required
 
@@ -52,7 +54,15 @@ def _message(name):
 @login_required
 @require_permission("campaigns:read")
 def show(name):
-    return render("outbox/show.html", message=_message(name))
+    return render("outbox/show.html", message=_as_previewed(_message(name)))
+
+
+def _as_previewed(message):
+    """The message as sent, but with its recipient's own pages (unsubscribe, preferences, view in browser) in the
+    headers and the text part swapped for the preview ones, as in the HTML: nothing shown here acts on them."""
+    inert = tracking.inert_recipient_links
+    return dataclasses.replace(message, headers=[(name, inert(value)) for name, value in message.headers],
+                               text=inert(message.text or ""))
 
 
 @bp.route("/<name>/html")

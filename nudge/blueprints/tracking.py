@@ -110,6 +110,21 @@ def preferences(token):
     return _preferences_page(token, message, PREFERENCES_STATE.get(tracking.recipient_status(message), "subscribed"))
 
 
+# What the link of each preview page leads to in the email a recipient gets.
+PREVIEW_PAGES = {"u": "their unsubscribe page", "p": "their email preferences", "v": "the email in their browser"}
+
+
+@bp.route("/<any(u, p, v):page>/preview", methods=["GET", "POST"])
+def preview(page):
+    """Where the unsubscribe, preferences and view-in-browser links of every preview lead (the editor, the
+    campaign's preview, test sends, the Outbox): a page that says so and changes nobody's subscription, also
+    when posted to like a one-click unsubscribe."""
+    response = make_response(render_template("tracking/preview.html", leads_to=PREVIEW_PAGES[page]))
+    response.headers["Cache-Control"] = NO_CACHE
+    response.headers["X-Robots-Tag"] = "noindex"
+    return response
+
+
 def _message_or_404(token):
     message_id, _ = _ids_or_404(token)
     message = tracking.message_for(message_id)

@@ -21,10 +21,11 @@ import sqlalchemy as sa
 from flask import current_app
 
 from nudge.extensions import db
-from nudge.models import Campaign, Contact, Message
+from nudge.models import Campaign, Contact, EmailEvent, Message
 from nudge.models.types import utcnow
 from nudge.services import events, suppressions
 from nudge.services.addresses import same_address
+from nudge.services.rendering import PREVIEW_PATHS
 
 MAC_BYTES = 12
 TOKEN = re.compile(r"^[A-Za-z0-9_-]{59}$")
@@ -37,6 +38,9 @@ OPEN_PIXEL = ('<img src="{{ open_url }}" width="1" height="1" alt="" '
 # In a rendered email: the open pixel's <img> and the click URLs (token, link index) of any base URL.
 SENT_OPEN_PIXEL = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["'][^"']*/t/o/[A-Za-z0-9_-]{59}\.gif["'][^>]*>""", re.I)
 SENT_CLICK_URL = re.compile(r"""(["'])[^"'\s]*/t/c/([A-Za-z0-9_-]{59})/(\d+)\1""")
+# A link to a recipient's own page in a sent email (HTML or text): the base URL and the page's letter.
+SENT_RECIPIENT_URL = re.compile(r"""([^"'\s<>]*?)/t/([upv])/[A-Za-z0-9_-]{59}(?![A-Za-z0-9_-])""")
+RECIPIENT_PAGES = {"u": "unsubscribe_url", "p": "preferences_url", "v": "view_in_browser_url"}
 
 
 def _derived(secret):
@@ -125,12 +129,12 @@ def prepare_html(html):
 
 
 def without_tracking(html):
-    """A sent email's HTML for the people who sent it (the Outbox): without the open pixel, and with each
+    """A sent email's HTML for the people who sent it (the Outbox): without the open pixel, with each
     tracked link leading straight to its target, so that looking at the message or following its links
-    records nothing for its recipient. Links of a token that does not verify stay as they are (404). The
-    unsubscribe, preferences and view-in-browser links stay too: they open the recipient's own pages, and
-    unsubscribing there takes a button press."""
-    html = SENT_OPEN_PIXEL.sub("", html)
+    records nothing for its recipient (links of a token that does not verify stay as they are: 404), and
+    with the recipient's own pages (unsubscribe, preferences, view in browser) replaced by the preview ones,
+    so that nothing an operator clicks there changes the recipient's subscription."""
+    html = inert_recipient_links(SENT_OPEN_PIXEL.sub("", html))
 
     def target(match):
         ids = ids_from(match.group(2))
@@ -140,6 +144,13 @@ def without_tracking(html):
         return match.group(1) + html_text.escape(url, quote=True) + match.group(1)
 
     return SENT_CLICK_URL.sub(target, html)
+
+
+def inert_recipient_links(text):
+    """A sent email's HTML or text with every link to its recipient's own pages (/t/u/, /t/p/, /t/v/ and their
+    token) replaced by the preview page of the same kind on the same base URL: the page says it is a preview
+    and changes nothing (the view-in-browser copy would carry the live links again)."""
+    return SENT_RECIPIENT_URL.sub(lambda m: m.group(1) + PREVIEW_PATHS[RECIPIENT_PAGES[m.group(2)]], text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,10 +229,11 @@ def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
     when the contact was deleted or purged since the email left, the address the email went to.
     Returns that address, or None when the token's message is gone."""
     from nudge.services.contacts import change_status_for_unsubscribe
-    message = message_for(message_id)
+    message = _locked_message(message_id)
     if message is None:
         return None
     contact = contact_for(message)
+    first = contact is None or not _unsubscribed_before(message)
     if contact is not None and contact.status != "deleted":
         changed = contact.status != "unsubscribed"
         if changed:
@@ -230,10 +242,28 @@ def unsubscribe(message_id, *, source="link", ip=None, user_agent=None):
     else:
         changed = _unsubscribe_address(message, contact, source)
         address = message.email
-    if changed:
+    if changed and first:
         _bump(message.campaign_id, unsubscribed_count=1)
     db.session.commit()
     return address
+
+
+def _locked_message(message_id):
+    """The message, its row locked until the commit on PostgreSQL: two unsubscribes of one recipient at once
+    (the one-click POST and the page's button) then run one after the other, so the second sees the first's
+    event and the campaign counts the recipient once. SQLite writes one transaction at a time anyway."""
+    if not message_id:
+        return None
+    return db.session.scalar(sa.select(Message).where(Message.id == message_id).with_for_update()
+                             .execution_options(populate_existing=True))
+
+
+def _unsubscribed_before(message):
+    """Whether the message's contact already unsubscribed from this campaign (and subscribed again since, from
+    the preferences page): the campaign's Unsubscribed count is of recipients, so it counts them once."""
+    return db.session.scalar(sa.select(sa.exists().where(
+        EmailEvent.campaign_id == message.campaign_id, EmailEvent.event_type == "contact.unsubscribed",
+        EmailEvent.contact_id == message.contact_id))) or False
 
 
 def _unsubscribe_address(message, contact, source):

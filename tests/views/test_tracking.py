@@ -2,6 +2,7 @@
 RFC 8058 one-click POST) with links signed before a key rotation, and for a recipient whose contact was
 purged since the email left."""
 import datetime as dt
+import re
 
 import pytest
 import sqlalchemy as sa
@@ -9,6 +10,8 @@ import sqlalchemy as sa
 from nudge.extensions import db
 from nudge.models import Campaign, Contact, EmailEvent, Suppression
 from nudge.models.types import utcnow
+from nudge.services import api_clients
+from nudge.services import campaigns as campaigns_service
 from nudge.services import contacts, housekeeping, tracking
 from tests.campaign_helpers import add_contacts, sent_message
 
@@ -130,3 +133,43 @@ def test_the_unsubscribe_page_of_a_purged_contact_asks_and_then_suppresses(app, 
     again = web.post(urls["preferences"], data={"action": "subscribe"})  # no contact to subscribe again
     assert "cannot be subscribed again" in again.get_data(as_text=True)
     assert suppressed(sent["account"]) == [("ann@example.org", "unsubscribed")]
+
+
+def campaign_counts(campaign):
+    db.session.expire_all()
+    stats = campaigns_service.stats(db.session.get(Campaign, campaign.id))
+    return stats["opened"], stats["clicked"], stats["unsubscribed"]
+
+
+def test_a_recipient_who_unsubscribes_subscribes_again_and_unsubscribes_again_counts_once(app, sent, login):
+    """The reported case: Unsubscribed showed 2 (14.3 %) for one contact."""
+    web, urls = app.test_client(), sent["urls"]
+    assert "You are unsubscribed" in web.post(urls["unsubscribe"]).get_data(as_text=True)
+    again = web.post(urls["preferences"], data={"action": "subscribe"})
+    assert "You are subscribed again" in again.get_data(as_text=True)
+    assert web.post(urls["unsubscribe"]).status_code == 200
+    assert web.post(urls["preferences"], data={"action": "subscribe"}).status_code == 200
+    assert web.post(urls["unsubscribe"], data={"List-Unsubscribe": "One-Click"}).status_code == 200
+
+    assert campaign_counts(sent["campaign"])[2] == 1
+    assert events_of("contact.unsubscribed") == 3  # the contact's history keeps every change
+    assert db.session.get(Contact, sent["ann"].id).status == "unsubscribed"
+    dashboard = app.test_client()
+    login(dashboard, sent["owner"])
+    page = dashboard.get(f"/campaigns/{sent['campaign'].id}").get_data(as_text=True)
+    assert re.search(r'Unsubscribed</span><span class="stat-value">1</span>', page)
+    integration, secret = api_clients.create_api_client(sent["owner"], name="Stats", scopes="campaigns:read")
+    token = app.test_client().post("/api/v1/oauth/token", data={
+        "grant_type": "client_credentials", "client_id": integration.client_id, "client_secret": secret}).get_json()
+    api = app.test_client().get(f"/api/v1/campaigns/{sent['campaign'].id}",
+                                headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert api.get_json()["data"]["stats"]["unsubscribed"] == 1
+
+
+def test_opens_and_clicks_repeated_by_one_recipient_count_one_recipient(app, sent):
+    web, urls = app.test_client(), sent["urls"]
+    for _ in range(3):
+        web.get(urls["open"]).close()
+        web.get(urls["click"]).close()
+    assert campaign_counts(sent["campaign"]) == (1, 1, 0)
+    assert events_of("email.opened") == 3 and events_of("email.clicked") == 3
