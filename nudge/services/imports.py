@@ -13,8 +13,8 @@ updates (or skips) that contact, whose address keeps its first spelling.
 
 Semantics (docs/imports.md in short):
 
-* Row numbers count data rows: 1 is the first row after the header (for JSON batches, the 1-based
-  position in the list).
+* Row numbers are a spreadsheet's: the header is row 1, so the first data row is 2 (a blank line keeps its
+  number; a quoted cell spanning lines is one row). For JSON batches, the 1-based position in the list.
 * Every row ends in exactly one of: created, updated, skipped, error. processed = their sum.
   - error: the row is rejected and listed with its column and reason: a bad email, a too-long name,
     a value of the wrong type for its custom field, a duplicate (in any case) of an earlier row of the same file
@@ -68,6 +68,7 @@ CHUNK_ROWS = 10_000
 MAX_STORED_ERRORS = 50_000
 MAX_API_ROWS = 10_000
 MAX_NAME_LENGTH = 100
+MAX_SHOWN_VALUE = 200  # characters of a rejected value kept in the error report
 PREVIEW_ROWS = 5
 DELIMITERS = (",", ";", "\t", "|")
 BUILTIN_TARGETS = ("email", "first_name", "last_name", "tags")
@@ -429,12 +430,13 @@ class RowValidator:
         try:
             email = check_email(raw or "")
         except ValidationError as exc:
-            errors.append((row_number, field, exc.details[0]["issue"] if exc.details else exc.message))
+            errors.append((row_number, field, exc.details[0]["issue"] if exc.details else exc.message, raw))
             return None
         key = hash(email.lower())  # one contact per address in any case (migration 0016)
         first = self.seen.get(key)
         if first is not None:
-            errors.append((row_number, field, f"Duplicate of row {first} in this file (the first occurrence is imported)."))
+            errors.append((row_number, field, f"Duplicate of row {first} in this file (the first occurrence is imported).",
+                           raw))
             return None
         return email
 
@@ -460,7 +462,7 @@ class RowValidator:
                 continue
             if target == "first_name" or target == "last_name":
                 if len(value) > MAX_NAME_LENGTH:
-                    errors.append((row_number, column, f"At most {MAX_NAME_LENGTH} characters."))
+                    errors.append((row_number, column, f"At most {MAX_NAME_LENGTH} characters.", value))
                 elif target == "first_name":
                     first_name = value
                 else:
@@ -472,7 +474,8 @@ class RowValidator:
                     tag = " ".join(tag.split())
                     if tag and tag not in more:
                         if len(tag) > MAX_TAG_LENGTH:
-                            errors.append((row_number, column, f"A tag may have at most {MAX_TAG_LENGTH} characters."))
+                            errors.append((row_number, column, f"A tag may have at most {MAX_TAG_LENGTH} characters.",
+                                           tag))
                             break
                         more.append(tag)
                 tags = more
@@ -487,7 +490,7 @@ class RowValidator:
                 try:
                     custom[name] = custom_fields_service.coerce_value(field, value, column)
                 except ValidationError as exc:
-                    errors.append((row_number, column, exc.details[0]["issue"]))
+                    errors.append((row_number, column, exc.details[0]["issue"], value))
         if len(errors) == first_error:
             email = self._email(raw, self.email_column, row_number, errors)
         else:
@@ -496,48 +499,74 @@ class RowValidator:
                 check_email(raw or "")
             except ValidationError as exc:
                 errors.append((row_number, self.email_column,
-                               exc.details[0]["issue"] if exc.details else exc.message))
+                               exc.details[0]["issue"] if exc.details else exc.message, raw))
         return self._finish(row_number, email, first_name, last_name, tags, custom, errors[first_error:], None)
 
     def api_row(self, row_number, item, errors):
         """A record from one JSON contact object, or None with (row, field, reason) added to errors."""
         first_error = len(errors)
         if not isinstance(item, dict):
-            errors.append((row_number, None, "Must be an object with at least an email."))
+            errors.append((row_number, None, "Must be an object with at least an email.", item))
             return None
         for key in item:
             if key not in API_ROW_KEYS:
-                errors.append((row_number, key, "Unknown field; an import sets only " + ", ".join(API_ROW_KEYS) + "."))
+                errors.append((row_number, key, "Unknown field; an import sets only " + ", ".join(API_ROW_KEYS) + ".",
+                               item[key]))
         names = {}
         for key in ("first_name", "last_name"):
             value = item.get(key)
             if value is None:
                 names[key] = None
             elif not isinstance(value, str):
-                errors.append((row_number, key, "Must be a string."))
+                errors.append((row_number, key, "Must be a string.", value))
             elif len(value.strip()) > MAX_NAME_LENGTH:
-                errors.append((row_number, key, f"At most {MAX_NAME_LENGTH} characters."))
+                errors.append((row_number, key, f"At most {MAX_NAME_LENGTH} characters.", value))
             else:
                 names[key] = value.strip() or None
         tags = None
         try:
             tags = normalize_tags(item.get("tags"), "tags") or None
         except ValidationError as exc:
-            errors.append((row_number, "tags", exc.details[0]["issue"]))
+            errors.append((row_number, "tags", exc.details[0]["issue"], item.get("tags")))
         custom = {}
         try:
             custom, _ = custom_fields_service.validate_values(item.get("custom_fields"), self.fields)
         except ValidationError as exc:
             for detail in exc.details:
-                errors.append((row_number, detail["field"], detail["issue"]))
+                errors.append((row_number, detail["field"], detail["issue"], _custom_value(item, detail["field"])))
         email = None
         if len(errors) == first_error:
             if not isinstance(item.get("email"), str):
-                errors.append((row_number, "email", "Email address is required."))
+                errors.append((row_number, "email", "Email address is required.", item.get("email")))
             else:
                 email = self._email(item["email"], "email", row_number, errors)
         return self._finish(row_number, email, names.get("first_name"), names.get("last_name"), tags, custom,
                             errors[first_error:], None)
+
+
+def _custom_value(item, field):
+    """The value an API row gave for a custom field error at "custom_fields.<name>" (the whole object otherwise)."""
+    values = item.get("custom_fields")
+    if isinstance(values, dict) and field.startswith("custom_fields."):
+        return values.get(field[len("custom_fields."):])
+    return values
+
+
+def shown_value(value):
+    """A rejected value as the error report shows it: text as given, anything else as compact JSON, at most
+    MAX_SHOWN_VALUE characters (an error report lists what was wrong, not a copy of the file)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+    return text if len(text) <= MAX_SHOWN_VALUE else text[:MAX_SHOWN_VALUE - 1] + "…"
+
+
+def one_sentence(message):
+    """A reason as one sentence ending in a single full stop: wrapped messages (a validator's text inside
+    ours) otherwise end in ".)." or "..", and one reason per row reads best as one sentence."""
+    text = " ".join(str(message).split()).rstrip(" .;:,")
+    return (text[:1].upper() + text[1:] + ".") if text else "Not valid."
 
 
 # --- Writing chunks --------------------------------------------------------------------------------
@@ -638,7 +667,7 @@ _SUPPRESSED_NEW = f"""
 DELETE FROM {STAGE}
 WHERE EXISTS (SELECT 1 FROM suppressions p WHERE p.account_id = {{account}} AND lower(p.email) = lower({STAGE}.email))
   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = {{account}} AND lower(c.email) = lower({STAGE}.email))
-RETURNING row_number
+RETURNING row_number, email
 """
 
 _SQLITE_UPDATE = f"""
@@ -685,7 +714,7 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _write_postgres(account_id, encoded, update_existing, now):
-    """(created, updated, suppressed row numbers) for one encoded chunk; the caller commits."""
+    """(created, updated, suppressed (row number, email) pairs) for one encoded chunk; the caller commits."""
     raw = db.session.connection().connection.dbapi_connection
     cursor = raw.cursor()
     try:
@@ -699,7 +728,7 @@ def _write_postgres(account_id, encoded, update_existing, now):
         buffer.close()
         params = {"account": str(account_id), "now": now}
         cursor.execute(_SUPPRESSED_NEW.format(account="%(account)s::uuid"), params)
-        suppressed = [row[0] for row in cursor.fetchall()]
+        suppressed = [(row[0], row[1]) for row in cursor.fetchall()]
         action = _PG_UPDATE if update_existing else "NOTHING"
         cursor.execute(_PG_MERGE.format(action=action), params)
         created, updated = cursor.fetchone()
@@ -732,7 +761,7 @@ def _write_sqlite(account_id, encoded, update_existing, now):
         cursor.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
         params = {"account": account_id.hex, "now": now.strftime(_SQLITE_TIME)}
         cursor.execute(_SUPPRESSED_NEW.format(account=":account"), params)
-        suppressed = [row[0] for row in cursor.fetchall()]
+        suppressed = [(row[0], row[1]) for row in cursor.fetchall()]
         updated = 0
         if update_existing:
             cursor.execute(_SQLITE_UPDATE, params)
@@ -802,7 +831,7 @@ class ChunkWriter:
             writer = _write_postgres if self.postgres else _write_sqlite
             created, updated, suppressed = writer(self.account_id, encoded, self.update_existing, now)
         if suppressed:
-            errors = errors + [(row, None, "On the suppression list: not imported.") for row in suppressed]
+            errors = errors + [(row, None, "On the suppression list: not imported.", email) for row, email in suppressed]
         if created:
             ids = sa.select(Contact.id).where(Contact.account_id == self.account_id, Contact.created_at == now,
                                               Contact.source == "import")
@@ -815,7 +844,8 @@ class ChunkWriter:
         if kept:
             db.session.execute(sa.insert(ImportError_), [
                 {"import_id": self.imp_id, "row_number": row, "field": (field or None) and str(field)[:100],
-                 "message": message} for row, field, message in kept])
+                 "message": ImportError_.compose(one_sentence(message), shown_value(value))}
+                for row, field, message, value in kept])
         db.session.commit()
         return rows_seen, created, updated, valid_rows - len(suppressed)
 
@@ -961,14 +991,19 @@ def first_errors(account_id, import_id, limit):
     return db.session.scalars(errors_query(account_id, import_id).limit(limit)).all()
 
 
+def error_json(error):
+    """One stored error as the API lists it."""
+    return {"row": error.row_number, "field": error.field, "value": error.value, "message": error.reason}
+
+
 def errors_csv(account_id, import_id):
-    """The import's stored errors as CSV text chunks (row, column, reason), streamed from the database."""
+    """The import's stored errors as CSV text chunks (row, column, value, reason), streamed from the database."""
     query = errors_query(account_id, import_id)
     buffer = io.StringIO()
     writer = SafeWriter(buffer)
-    writer.writerow(["row", "column", "reason"])
+    writer.writerow(["row", "column", "value", "reason"])
     for count, error in enumerate(db.session.scalars(query.execution_options(yield_per=2000)), 1):
-        writer.writerow([error.row_number, error.field or "", error.message])
+        writer.writerow([error.row_number, error.field or "", error.value or "", error.reason])
         if count % 2000 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -1127,14 +1162,14 @@ def parse_chunks(path, encoding, delimiter, validator, chunk_rows):
     with open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         next(reader, None)  # the header
-        row_number = 0
         records, errors, seen = [], [], 0
         csv_row = validator.csv_row
         append = records.append
-        for cells in reader:
+        # Rows are numbered as a spreadsheet shows the file: the header is row 1, so the first data row is 2;
+        # a blank line keeps its number (it is a row in the sheet) but is not counted as processed.
+        for row_number, cells in enumerate(reader, 2):
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # blank line
-            row_number += 1
             seen += 1
             record = csv_row(row_number, cells, errors)
             if record is not None:
@@ -1262,7 +1297,8 @@ def import_file(actor, path, *, mapping=None, update_existing=False, tags=None, 
 def import_contacts(actor, contacts, *, update_existing=False, tags=None):
     """The API's JSON batch (at most MAX_API_ROWS), answered at once.
 
-    Returns the Import (source "api", completed) and the errors [{row, field, message}] (row 1-based)."""
+    Returns the Import (source "api", completed) and the errors [{row, field, value, message}] (row: the
+    contact's 1-based position in the list)."""
     permissions.require(actor, "contacts:write")
     problems = []
     if not isinstance(contacts, list):
@@ -1298,8 +1334,7 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
     imp.status, imp.finished_at = "completed", utcnow()
     db.session.commit()
     writer.close()
-    all_errors = [{"row": e.row_number, "field": e.field, "message": e.message}
-                  for e in db.session.scalars(errors_query(actor.account_id, imp.id))]
+    all_errors = [error_json(e) for e in db.session.scalars(errors_query(actor.account_id, imp.id))]
     return imp, all_errors
 
 

@@ -82,9 +82,11 @@ def test_csv_upload_returns_202_and_import_resource(client, make_account, api_to
     assert shown["status"] == "completed"  # Huey runs inline in the tests
     assert (shown["created"], shown["updated"], shown["skipped"], shown["error_count"]) == (1, 0, 0, 1)
     assert shown["percent"] == 100 and shown["tags"] == ["fair", "2024"] and shown["update_existing"] is True
-    assert shown["errors"][0]["row"] == 2 and shown["errors"][0]["field"] == "Email"
+    assert shown["errors"][0]["row"] == 3 and shown["errors"][0]["field"] == "Email"
     errors = client.get(f"/api/v1/imports/{imp['id']}/errors", headers=bearer(token)).get_json()
     assert errors["meta"]["total"] == 1
+    assert errors["data"][0]["row"] == 3 and errors["data"][0]["value"] == "broken"
+    assert errors["data"][0]["message"] == "Must be a valid email address: an email address must have an @-sign."
     listing = client.get("/api/v1/imports", headers=bearer(token)).get_json()
     assert [i["id"] for i in listing["data"]] == [imp["id"]]
     contact = db.session.scalar(sa.select(Contact).where(Contact.account_id == account.id))

@@ -65,7 +65,7 @@ def test_full_wizard(client, make_account, login, app):
 
     report = client.get(show_url).get_data(as_text=True)
     assert "Import finished" in report and "Download errors as CSV" in report
-    assert "bad-address" not in report and "valid email" in report
+    assert "<code>bad-address</code>" in report and "valid email" in report
     progress = client.get(f"/imports/{imp.id}/progress", headers=HTMX)
     assert progress.status_code == 286  # htmx stops polling
     assert "<html" not in progress.get_data(as_text=True)
@@ -76,8 +76,8 @@ def test_full_wizard(client, make_account, login, app):
     errors = client.get(f"/imports/{imp.id}/errors.csv")
     assert errors.headers["Content-Disposition"].startswith("attachment")
     rows = list(csv.reader(io.StringIO(errors.get_data(as_text=True))))
-    assert rows[0] == ["row", "column", "reason"]
-    assert [r[:2] for r in rows[1:]] == [["2", "E-mail"], ["3", "Shoe size"]]
+    assert rows[0] == ["row", "column", "value", "reason"]
+    assert [r[:3] for r in rows[1:]] == [["3", "E-mail", "bad-address"], ["4", "Shoe size", "x"]]
 
     listing = client.get("/imports/").get_data(as_text=True)
     assert "people.csv" in listing and "completed" in listing and owner.email in listing

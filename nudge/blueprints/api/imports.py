@@ -16,15 +16,21 @@ from nudge.services.validation import loads_json
 ERRORS_PREVIEW = 50
 
 IMPORT_ERROR = schema("ImportError", {
-    "type": "object", "required": ["row", "field", "message"],
+    "type": "object", "required": ["row", "field", "value", "message"],
     "properties": {
         "row": {"type": "integer", "minimum": 1,
-                "description": "1-based: the position in the `contacts` list, or the CSV data row (1 = the first "
-                               "row after the header)."},
+                "description": "The position in the `contacts` list (1-based) for a JSON batch; for a CSV file the "
+                               "row as a spreadsheet shows it: the header is row 1, so the first data row is 2."},
         "field": {"type": ["string", "null"], "description": "The field (JSON) or column (CSV) at fault."},
-        "message": {"type": "string"},
+        "value": {"type": ["string", "null"],
+                  "description": f"The rejected value as given (JSON values other than strings as JSON text; at most "
+                                 f"{imports.MAX_SHOWN_VALUE} characters), \"\" for an empty cell, null when none "
+                                 "applies (imports before this field was added)."},
+        "message": {"type": "string", "description": "Why the row was rejected: one sentence."},
     },
-    "example": {"row": 2, "field": "email", "message": "Must be a valid email address (...)."},
+    "example": {"row": 2, "field": "email", "value": "ann@example",
+                "message": "Must be a valid email address: the part after the @-sign is not valid; it should have "
+                           "a period."},
 })
 
 IMPORT = schema("Import", {
@@ -81,7 +87,8 @@ IMPORT_RESULT = schema("ContactImportResult", {
         "errors": {"type": "array", "items": IMPORT_ERROR},
     },
     "example": {"import_id": "6c1d2f5e-1a2b-4c3d-9e8f-0a1b2c3d4e5f", "created": 1, "updated": 0, "skipped": 0,
-                "errors": [{"row": 2, "field": "email", "message": "Must be a valid email address."}]},
+                "errors": [{"row": 2, "field": "email", "value": "ann@",
+                            "message": "Must be a valid email address: there must be something after the @-sign."}]},
 })
 
 IMPORT_DESCRIPTION = (
@@ -106,10 +113,6 @@ MULTIPART = {"type": "object", "required": ["file"], "properties": {
     "tags": {"type": "string", "description": "Comma-separated tags added to every contact."}}}
 
 
-def error_json(error):
-    return {"row": error.row_number, "field": error.field, "message": error.message}
-
-
 def import_json(imp, with_errors=True):
     options = imp.options or {}
     info = imports.progress_info(imp)
@@ -122,7 +125,7 @@ def import_json(imp, with_errors=True):
         "created_at": iso(imp.created_at), "started_at": iso(imp.started_at), "finished_at": iso(imp.finished_at),
     }
     if with_errors:
-        data["errors"] = [error_json(e) for e in imports.first_errors(imp.account_id, imp.id, ERRORS_PREVIEW)]
+        data["errors"] = [imports.error_json(e) for e in imports.first_errors(imp.account_id, imp.id, ERRORS_PREVIEW)]
     return data
 
 
@@ -203,7 +206,7 @@ def show_import(import_id):
 @api_route("contacts:read", summary="List an import's rejected rows", description="Ordered by row number.",
            response=IMPORT_ERROR, paginated=True)
 def list_import_errors(import_id):
-    return paginated_response(imports.errors_query(g.api_actor.account_id, import_id), error_json)
+    return paginated_response(imports.errors_query(g.api_actor.account_id, import_id), imports.error_json)
 
 
 EXPORT_PARAMETERS = [
