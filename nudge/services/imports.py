@@ -54,7 +54,8 @@ from flask import current_app
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Contact, Import, ImportError_
-from nudge.models.types import utcnow
+from nudge.models.types import iso, utcnow
+from nudge.services import audit
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import events, permissions, table_stats
 from nudge.services.csv_safe import SafeWriter
@@ -264,12 +265,33 @@ def parse_target(target):
     raise ValueError
 
 
+def new_field_spec(spec, path):
+    """(type, options) of a custom field the mapping creates, from a type name or {"type", "options"}; every
+    custom field type is offered, a choice field with its options (a list, or one comma-separated string)."""
+    if not isinstance(spec, dict):
+        spec = {"type": spec}
+    kind = spec.get("type") or "text"
+    if kind not in custom_fields_service.CUSTOM_FIELD_TYPES:
+        raise field_error(f"{path}.type", "A new field's type must be one of "
+                                          + ", ".join(custom_fields_service.CUSTOM_FIELD_TYPES) + ".")
+    options = spec.get("options")
+    if kind != "choice":
+        return kind, None
+    if isinstance(options, str):
+        options = [option.strip() for option in options.split(",") if option.strip()]
+    try:
+        return kind, custom_fields_service.check_options(kind, options)
+    except ValidationError as exc:
+        raise field_error(f"{path}.options", exc.details[0]["issue"])
+
+
 def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
     """Validate a {column: target} mapping against the header and the account's custom fields.
 
     Targets: email, first_name, last_name, tags, custom.<name>, or None/"" (the column is ignored).
-    A mapping value may also be {"field": "custom.<name>", "type": "number"}. custom.<name> that is not
-    defined yet is created (type text unless new_fields[name] or the value's "type" says otherwise).
+    A mapping value may also be {"field": "custom.<name>", "type": "number"} (a choice field adds "options").
+    custom.<name> that is not defined yet is created (type text unless new_fields[name], a type name or
+    {"type", "options"}, or the value's "type" says otherwise).
     Returns the clean mapping {column: target} for every header column."""
     if not isinstance(mapping, dict):
         raise field_error("mapping", "Must be an object of column name -> field.")
@@ -281,7 +303,7 @@ def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
             continue
         if isinstance(target, dict) and target.get("type"):
             name = str(target.get("field", "")).split(".", 1)[-1]
-            new_fields.setdefault(name, target.get("type"))
+            new_fields.setdefault(name, {"type": target.get("type"), "options": target.get("options")})
         try:
             clean[column] = parse_target(target)
         except ValueError:
@@ -294,7 +316,7 @@ def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
     if "email" not in targets and not errors:
         errors.append({"field": "mapping", "issue": "Map one column to email."})
     fields = custom_fields_service.definitions(actor.account_id)
-    to_create = []
+    to_create = {}  # name -> (type, options) of the fields to define
     for target in targets:
         if target.startswith("custom."):
             name = target[len("custom."):]
@@ -304,19 +326,17 @@ def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
                 except ValidationError as exc:
                     errors += exc.details
                     continue
-                kind = new_fields.get(name) or "text"
-                if kind not in custom_fields_service.CUSTOM_FIELD_TYPES or kind == "choice":
-                    errors.append({"field": f"mapping.{target}",
-                                   "issue": "A new field's type must be text, number, date or boolean."})
-                    continue
-                to_create.append(name)
+                try:
+                    to_create[name] = new_field_spec(new_fields.get(name), f"mapping.{target}")
+                except ValidationError as exc:
+                    errors += exc.details
     if len(fields) + len(to_create) > custom_fields_service.MAX_FIELDS:
         errors.append({"field": "mapping", "issue": f"An account can have at most {custom_fields_service.MAX_FIELDS} custom fields."})
     if errors:
         raise ValidationError(errors[0]["issue"], errors)
     if create:
-        for name in to_create:
-            custom_fields_service.create_field(actor, name=name, type=new_fields.get(name) or "text")
+        for name, (kind, options) in to_create.items():
+            custom_fields_service.create_field(actor, name=name, type=kind, options=options)
     return {column: clean.get(column) for column in header}
 
 
@@ -1064,23 +1084,73 @@ def parse_options(update_existing, tags):
     return bool(update_existing), tags
 
 
-def configure(actor, import_id, *, mapping, update_existing=False, tags=None, new_fields=None):
-    """Set a pending import's column mapping and options (creating custom fields the mapping asks for)."""
+PERMISSION_REQUIRED = "Confirm that these contacts gave permission to be emailed."
+
+
+def permission_record(actor, confirmed, *, required=False):
+    """The import's record of the "these contacts gave permission to be emailed" confirmation: who and when
+    ({"confirmed_by", "confirmed_by_label", "confirmed_at"}), or None when it was not given. Kept in the
+    import's options (and the audit log's contact.imported entry), so no schema change was needed."""
+    if isinstance(confirmed, str):  # a form field
+        word = confirmed.strip().lower()
+        if word not in custom_fields_service.TRUE_WORDS | custom_fields_service.FALSE_WORDS | {""}:
+            raise field_error("permission_confirmed", "Must be true or false.")
+        confirmed = word in custom_fields_service.TRUE_WORDS
+    elif confirmed is None:
+        confirmed = False
+    elif not isinstance(confirmed, bool):
+        raise field_error("permission_confirmed", "Must be true or false.")
+    if not confirmed:
+        if required:
+            raise field_error("permission_confirmed", PERMISSION_REQUIRED)
+        return None
+    return {"confirmed_by": str(actor.id) if _actor_id(actor) else None, "confirmed_by_label": actor.label,
+            "confirmed_at": iso(utcnow())}
+
+
+def _audit_import(actor, imp, ip):
+    """contact.imported in the audit log: which import, and whether (and by whom) permission was confirmed."""
+    permission = (imp.options or {}).get("permission")
+    audit.record("contact.imported", account_id=imp.account_id, actor=actor, ip=ip, resources=[f"import:{imp.id}"],
+                 meta={"source": imp.source, "filename": imp.filename, "permission_confirmed": bool(permission),
+                       **({"permission_confirmed_at": permission["confirmed_at"]} if permission else {})})
+
+
+def configure(actor, import_id, *, mapping, update_existing=False, tags=None, new_fields=None,
+              permission_confirmed=False, require_permission=False):
+    """Set a pending import's column mapping and options (creating custom fields the mapping asks for).
+
+    require_permission: the dashboard's wizard refuses to go on without the permission confirmation."""
     permissions.require(actor, "contacts:write")
     imp = get_import(actor.account_id, import_id)
     if imp.status != "pending" or imp.file_path is None:
         raise ValidationError("This import has already started.", [{"field": "import", "issue": "Already started."}])
     header = imp.options.get("header") or inspect_file(imp.file_path)["header"]
-    update_existing, tags = parse_options(update_existing, tags)
-    clean = resolve_mapping(actor, header, mapping, new_fields)
+    problems = []
+    try:
+        update_existing, tags = parse_options(update_existing, tags)
+    except ValidationError as exc:
+        problems += exc.details
+    try:
+        permission = permission_record(actor, permission_confirmed, required=require_permission)
+    except ValidationError as exc:
+        problems += exc.details
+    try:
+        clean = resolve_mapping(actor, header, mapping, new_fields, create=not problems)
+    except ValidationError as exc:
+        problems += exc.details
+    if problems:  # every problem at once, and no custom field created for a form that is sent back
+        raise ValidationError(problems[0]["issue"], problems)
     imp.mapping = clean
-    imp.options = {**imp.options, "update_existing": update_existing, "tags": tags, "configured": True}
+    options = {key: value for key, value in imp.options.items() if key != "permission"}
+    imp.options = {**options, "update_existing": update_existing, "tags": tags, "configured": True,
+                   **({"permission": permission} if permission else {})}
     db.session.commit()
     return imp
 
 
-def start(actor, import_id):
-    """Queue a configured import (a Huey job; inline in immediate mode)."""
+def start(actor, import_id, *, ip=None):
+    """Queue a configured import (a Huey job; inline in immediate mode), recorded in the audit log."""
     permissions.require(actor, "contacts:write")
     imp = get_import(actor.account_id, import_id)
     if not imp.options.get("configured"):
@@ -1088,6 +1158,7 @@ def start(actor, import_id):
     if imp.status != "pending" or imp.options.get("queued"):
         return imp
     imp.options = {**imp.options, "queued": True}
+    _audit_import(actor, imp, ip)
     db.session.commit()
     from nudge.tasks import run_contact_import
     run_contact_import(str(imp.id))
@@ -1095,17 +1166,19 @@ def start(actor, import_id):
     return get_import(actor.account_id, imp.id)
 
 
-def create_csv_import(actor, stream, filename, *, mapping=None, update_existing=False, tags=None, source="csv"):
+def create_csv_import(actor, stream, filename, *, mapping=None, update_existing=False, tags=None, source="csv",
+                      permission_confirmed=False, ip=None):
     """Upload + configure + start in one call (the API's multipart path). mapping None: auto-guessed."""
     imp = create_upload(actor, stream, filename, source=source)
     try:
         if mapping is None:
             mapping = guess_mapping(imp.options["header"], custom_fields_service.definitions(actor.account_id))
-        configure(actor, imp.id, mapping=mapping, update_existing=update_existing, tags=tags)
+        configure(actor, imp.id, mapping=mapping, update_existing=update_existing, tags=tags,
+                  permission_confirmed=permission_confirmed)
     except Exception:
         discard(actor, imp.id)
         raise
-    return start(actor, imp.id)
+    return start(actor, imp.id, ip=ip)
 
 
 def discard(actor, import_id):
@@ -1294,7 +1367,7 @@ def import_file(actor, path, *, mapping=None, update_existing=False, tags=None, 
     return run_import(imp.id, progress=progress)
 
 
-def import_contacts(actor, contacts, *, update_existing=False, tags=None):
+def import_contacts(actor, contacts, *, update_existing=False, tags=None, permission_confirmed=False, ip=None):
     """The API's JSON batch (at most MAX_API_ROWS), answered at once.
 
     Returns the Import (source "api", completed) and the errors [{row, field, value, message}] (row: the
@@ -1312,12 +1385,19 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
         update_existing, tags = parse_options(bool(update_existing), tags)
     except ValidationError as exc:
         problems += exc.details
+    try:
+        permission = permission_record(actor, permission_confirmed)
+    except ValidationError as exc:
+        problems += exc.details
     if problems:
         raise ValidationError(problems[0]["issue"], problems)
     imp = Import(account_id=actor.account_id, created_by=_actor_id(actor), source="api", status="running",
-                 mapping={}, options={"update_existing": update_existing, "tags": tags}, total_rows=len(contacts),
-                 started_at=utcnow())
+                 mapping={}, options={"update_existing": update_existing, "tags": tags,
+                                      **({"permission": permission} if permission else {})},
+                 total_rows=len(contacts), started_at=utcnow())
     db.session.add(imp)
+    db.session.flush()
+    _audit_import(actor, imp, ip)
     db.session.commit()
     writer = ChunkWriter(imp, update_existing)
     validator = RowValidator(custom_fields_service.definitions(actor.account_id), tags)
