@@ -32,6 +32,9 @@ EVENT_LABELS = {
     "email.opened": "Email opened", "email.clicked": "Link clicked", "email.bounced": "Email bounced",
     "email.complained": "Marked as spam", "automation.triggered": "Automation triggered",
 }
+# Event data kept for the machinery (which message, which provider) that a marketer has no use for: the
+# activity names the campaign instead.
+INTERNAL_EVENT_KEYS = frozenset({"message_id", "provider"})
 FILTER_KEYS = ("q", "status", "tag", "segment_id", "sort")
 PER_PAGE = 50
 
@@ -41,6 +44,7 @@ def _helpers():
     tz = current_user.account.timezone if current_user.is_authenticated else "UTC"
     return {"STATUS_BADGES": STATUS_BADGES, "STATUS_LABELS": STATUS_LABELS, "REASON_LABELS": REASON_LABELS,
             "TYPE_LABELS": TYPE_LABELS, "EVENT_LABELS": EVENT_LABELS,
+            "INTERNAL_EVENT_KEYS": INTERNAL_EVENT_KEYS,
             "local": lambda value, fmt="%Y-%m-%d %H:%M": local_time(value, tz).strftime(fmt) if value else "—",
             "can_write": current_user.is_authenticated and current_user.can("contacts:write"),
             "restore_window": service.RESTORE_WINDOW}

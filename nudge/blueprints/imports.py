@@ -7,6 +7,7 @@ from flask import Blueprint, Response, abort, current_app, redirect, request, st
 from flask_login import current_user, login_required
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from nudge.blueprints.contacts import TYPE_LABELS
 from nudge.blueprints.common import client_ip, duration, field_errors, paginate, render, require_permission
 from nudge.errors import ValidationError
 from nudge.extensions import db
@@ -14,7 +15,8 @@ from nudge.services import contacts, custom_fields, exports, imports, team
 
 bp = Blueprint("imports", __name__)
 
-NEW_FIELD_TYPES = ("text", "number", "date", "boolean")
+# Every custom field type can be created from the mapping (a choice field with its options).
+NEW_FIELD_TYPES = custom_fields.CUSTOM_FIELD_TYPES
 STEPS = ("Upload", "Map columns", "Import", "Report")
 
 
@@ -31,7 +33,7 @@ def local_time(value, tz):
 @bp.context_processor
 def _helpers():
     return {"local_time": local_time, "duration": duration, "STEPS": STEPS,
-            "TARGET_LABELS": imports.TARGET_LABELS, "NEW_FIELD_TYPES": NEW_FIELD_TYPES}
+            "TARGET_LABELS": imports.TARGET_LABELS, "NEW_FIELD_TYPES": NEW_FIELD_TYPES, "TYPE_LABELS": TYPE_LABELS}
 
 
 def _timezone():
@@ -79,7 +81,8 @@ def _pending(import_id):
 
 
 def _mapping_form(imp, data=None):
-    """The mapping rows: [(index, column, samples, selected target, new-field name, new-field type)]."""
+    """The mapping rows: [(index, column, samples, selected target, new-field name, new-field type,
+    new-field options)]; a choice field's options start as the column's distinct sample values."""
     info = imports.preview(imp)
     fields = custom_fields.definitions(imp.account_id)
     rows = []
@@ -89,10 +92,12 @@ def _mapping_form(imp, data=None):
             target = (imp.mapping or {}).get(column) if imp.mapping else info["guessed"].get(column)
             if not target and not imp.mapping and column.strip():
                 target = ""
-            rows.append((index, column, samples, target or "", imports.slug(column), "text"))
+            options = ", ".join(dict.fromkeys(value.strip() for value in samples if value.strip()))
+            rows.append((index, column, samples, target or "", imports.slug(column), "text", options))
         else:
             rows.append((index, column, samples, data.get(f"map_{index}", ""),
-                         data.get(f"name_{index}", imports.slug(column)), data.get(f"type_{index}", "text")))
+                         data.get(f"name_{index}", imports.slug(column)), data.get(f"type_{index}", "text"),
+                         data.get(f"options_{index}", "")))
     return info, fields, rows
 
 
@@ -107,20 +112,22 @@ def mapping(import_id):
     form = request.form if request.method == "POST" else None
     info, fields, rows = _mapping_form(imp, form)
     options = {"update_existing": bool(imp.options.get("update_existing")),
-               "tags": ", ".join(imp.options.get("tags") or [])}
+               "tags": ", ".join(imp.options.get("tags") or []), "permission_confirmed": False}
     if request.method == "POST":
-        options = {"update_existing": form.get("existing") == "update", "tags": form.get("tags", "")}
+        options = {"update_existing": form.get("existing") == "update", "tags": form.get("tags", ""),
+                   "permission_confirmed": form.get("permission_confirmed") == "yes"}
         chosen, new_fields = {}, {}
-        for index, column, _, target, name, kind in rows:
+        for index, column, _, target, name, kind, choices in rows:
             if target == "new":
                 name = (name or "").strip()
                 target = f"custom.{name}"
-                new_fields[name] = kind if kind in NEW_FIELD_TYPES else "text"
+                new_fields[name] = {"type": kind, "options": choices}
             chosen[column] = target or None
         try:
             imports.configure(current_user, imp.id, mapping=chosen, update_existing=options["update_existing"],
-                              tags=options["tags"], new_fields=new_fields)
-            imports.start(current_user, imp.id)
+                              tags=options["tags"], new_fields=new_fields,
+                              permission_confirmed=options["permission_confirmed"], require_permission=True)
+            imports.start(current_user, imp.id, ip=client_ip())
             return redirect(url_for("imports.show", import_id=imp.id), 303)
         except ValidationError as exc:
             errors = field_errors(exc)
@@ -146,7 +153,17 @@ def _report_context(imp):
     # Poll while a job will move it: running, or queued for a worker (not an upload still waiting for its mapping).
     progress["polling"] = not progress["done"] and (imp.status == "running" or bool(imp.options.get("queued")))
     return {"imp": imp, "progress": progress, "errors": errors, "tz": _timezone(),
-            "elapsed": imports.elapsed_seconds(imp), "creators": _creators([imp])}
+            "elapsed": imports.elapsed_seconds(imp), "creators": _creators([imp]),
+            "permission_at": _permission_time(imp)}
+
+
+def _permission_time(imp):
+    """When the permission confirmation was given (naive UTC, as local_time() expects), or None."""
+    stamp = ((imp.options or {}).get("permission") or {}).get("confirmed_at")
+    try:
+        return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).replace(tzinfo=None) if stamp else None
+    except ValueError:
+        return None
 
 
 @bp.get("/<uuid:import_id>")

@@ -97,6 +97,8 @@ class EmailEvent(db.Model):
     event_type = sa.Column(sa.String(20), nullable=False)
     event_data = sa.Column(JSONDoc)
     ip_address = sa.Column(IPAddress)
+    # Read only where asked for (the contact's activity joins it to name the campaign); never lazily.
+    campaign = db.relationship("Campaign", lazy="raise", viewonly=True)
     user_agent = sa.Column(sa.Text)
     created_at = created_column()
 

@@ -14,7 +14,7 @@ ACTIONS = (
     "api_client.created", "api_client.revoked", "api_client.handed_over",
     "sending.updated", "sending_domain.added", "sending_domain.removed", "sending_domain.verified",
     "sending_domain.unverified", "sending_domain.key_changed", "sender.added", "sender.confirmed", "sender.removed",
-    "contact.exported",
+    "contact.exported", "contact.imported",
     "campaign.sent", "campaign.scheduled", "campaign.cancelled", "campaign.deleted",
 )
 

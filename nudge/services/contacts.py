@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from nudge.errors import Conflict, NotFound, ValidationError, field_error
 from nudge.extensions import db
-from nudge.models import Contact, EmailEvent, SegmentMember
+from nudge.models import Campaign, Contact, EmailEvent, SegmentMember
 from nudge.models.types import iso, utcnow
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import events, permissions, suppressions, table_stats
@@ -301,9 +301,11 @@ def all_tags(account_id, limit=500):
 
 
 def contact_history(account_id, contact_id):
-    """A select of the contact's events, newest first (paginate it)."""
+    """A select of the contact's events, newest first (paginate it); each event's campaign (id and name) is
+    loaded with it so the activity names the campaign rather than a message id."""
     contact = get_contact(account_id, contact_id, include_deleted=True)
     return (sa.select(EmailEvent).where(EmailEvent.account_id == account_id, EmailEvent.contact_id == contact.id)
+            .options(sa.orm.joinedload(EmailEvent.campaign).load_only(Campaign.id, Campaign.name))
             .order_by(EmailEvent.created_at.desc(), EmailEvent.id.desc()))
 
 

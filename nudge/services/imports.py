@@ -13,8 +13,8 @@ updates (or skips) that contact, whose address keeps its first spelling.
 
 Semantics (docs/imports.md in short):
 
-* Row numbers count data rows: 1 is the first row after the header (for JSON batches, the 1-based
-  position in the list).
+* Row numbers are a spreadsheet's: the header is row 1, so the first data row is 2 (a blank line keeps its
+  number; a quoted cell spanning lines is one row). For JSON batches, the 1-based position in the list.
 * Every row ends in exactly one of: created, updated, skipped, error. processed = their sum.
   - error: the row is rejected and listed with its column and reason: a bad email, a too-long name,
     a value of the wrong type for its custom field, a duplicate (in any case) of an earlier row of the same file
@@ -54,7 +54,8 @@ from flask import current_app
 from nudge.errors import NotFound, ValidationError, field_error
 from nudge.extensions import db
 from nudge.models import Contact, Import, ImportError_
-from nudge.models.types import utcnow
+from nudge.models.types import iso, utcnow
+from nudge.services import audit
 from nudge.services import custom_fields as custom_fields_service
 from nudge.services import events, permissions, table_stats
 from nudge.services.csv_safe import SafeWriter
@@ -68,6 +69,7 @@ CHUNK_ROWS = 10_000
 MAX_STORED_ERRORS = 50_000
 MAX_API_ROWS = 10_000
 MAX_NAME_LENGTH = 100
+MAX_SHOWN_VALUE = 200  # characters of a rejected value kept in the error report
 PREVIEW_ROWS = 5
 DELIMITERS = (",", ";", "\t", "|")
 BUILTIN_TARGETS = ("email", "first_name", "last_name", "tags")
@@ -263,12 +265,33 @@ def parse_target(target):
     raise ValueError
 
 
+def new_field_spec(spec, path):
+    """(type, options) of a custom field the mapping creates, from a type name or {"type", "options"}; every
+    custom field type is offered, a choice field with its options (a list, or one comma-separated string)."""
+    if not isinstance(spec, dict):
+        spec = {"type": spec}
+    kind = spec.get("type") or "text"
+    if kind not in custom_fields_service.CUSTOM_FIELD_TYPES:
+        raise field_error(f"{path}.type", "A new field's type must be one of "
+                                          + ", ".join(custom_fields_service.CUSTOM_FIELD_TYPES) + ".")
+    options = spec.get("options")
+    if kind != "choice":
+        return kind, None
+    if isinstance(options, str):
+        options = [option.strip() for option in options.split(",") if option.strip()]
+    try:
+        return kind, custom_fields_service.check_options(kind, options)
+    except ValidationError as exc:
+        raise field_error(f"{path}.options", exc.details[0]["issue"])
+
+
 def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
     """Validate a {column: target} mapping against the header and the account's custom fields.
 
     Targets: email, first_name, last_name, tags, custom.<name>, or None/"" (the column is ignored).
-    A mapping value may also be {"field": "custom.<name>", "type": "number"}. custom.<name> that is not
-    defined yet is created (type text unless new_fields[name] or the value's "type" says otherwise).
+    A mapping value may also be {"field": "custom.<name>", "type": "number"} (a choice field adds "options").
+    custom.<name> that is not defined yet is created (type text unless new_fields[name], a type name or
+    {"type", "options"}, or the value's "type" says otherwise).
     Returns the clean mapping {column: target} for every header column."""
     if not isinstance(mapping, dict):
         raise field_error("mapping", "Must be an object of column name -> field.")
@@ -280,7 +303,7 @@ def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
             continue
         if isinstance(target, dict) and target.get("type"):
             name = str(target.get("field", "")).split(".", 1)[-1]
-            new_fields.setdefault(name, target.get("type"))
+            new_fields.setdefault(name, {"type": target.get("type"), "options": target.get("options")})
         try:
             clean[column] = parse_target(target)
         except ValueError:
@@ -293,7 +316,7 @@ def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
     if "email" not in targets and not errors:
         errors.append({"field": "mapping", "issue": "Map one column to email."})
     fields = custom_fields_service.definitions(actor.account_id)
-    to_create = []
+    to_create = {}  # name -> (type, options) of the fields to define
     for target in targets:
         if target.startswith("custom."):
             name = target[len("custom."):]
@@ -303,19 +326,17 @@ def resolve_mapping(actor, header, mapping, new_fields=None, *, create=True):
                 except ValidationError as exc:
                     errors += exc.details
                     continue
-                kind = new_fields.get(name) or "text"
-                if kind not in custom_fields_service.CUSTOM_FIELD_TYPES or kind == "choice":
-                    errors.append({"field": f"mapping.{target}",
-                                   "issue": "A new field's type must be text, number, date or boolean."})
-                    continue
-                to_create.append(name)
+                try:
+                    to_create[name] = new_field_spec(new_fields.get(name), f"mapping.{target}")
+                except ValidationError as exc:
+                    errors += exc.details
     if len(fields) + len(to_create) > custom_fields_service.MAX_FIELDS:
         errors.append({"field": "mapping", "issue": f"An account can have at most {custom_fields_service.MAX_FIELDS} custom fields."})
     if errors:
         raise ValidationError(errors[0]["issue"], errors)
     if create:
-        for name in to_create:
-            custom_fields_service.create_field(actor, name=name, type=new_fields.get(name) or "text")
+        for name, (kind, options) in to_create.items():
+            custom_fields_service.create_field(actor, name=name, type=kind, options=options)
     return {column: clean.get(column) for column in header}
 
 
@@ -429,12 +450,13 @@ class RowValidator:
         try:
             email = check_email(raw or "")
         except ValidationError as exc:
-            errors.append((row_number, field, exc.details[0]["issue"] if exc.details else exc.message))
+            errors.append((row_number, field, exc.details[0]["issue"] if exc.details else exc.message, raw))
             return None
         key = hash(email.lower())  # one contact per address in any case (migration 0016)
         first = self.seen.get(key)
         if first is not None:
-            errors.append((row_number, field, f"Duplicate of row {first} in this file (the first occurrence is imported)."))
+            errors.append((row_number, field, f"Duplicate of row {first} in this file (the first occurrence is imported).",
+                           raw))
             return None
         return email
 
@@ -460,7 +482,7 @@ class RowValidator:
                 continue
             if target == "first_name" or target == "last_name":
                 if len(value) > MAX_NAME_LENGTH:
-                    errors.append((row_number, column, f"At most {MAX_NAME_LENGTH} characters."))
+                    errors.append((row_number, column, f"At most {MAX_NAME_LENGTH} characters.", value))
                 elif target == "first_name":
                     first_name = value
                 else:
@@ -472,7 +494,8 @@ class RowValidator:
                     tag = " ".join(tag.split())
                     if tag and tag not in more:
                         if len(tag) > MAX_TAG_LENGTH:
-                            errors.append((row_number, column, f"A tag may have at most {MAX_TAG_LENGTH} characters."))
+                            errors.append((row_number, column, f"A tag may have at most {MAX_TAG_LENGTH} characters.",
+                                           tag))
                             break
                         more.append(tag)
                 tags = more
@@ -487,7 +510,7 @@ class RowValidator:
                 try:
                     custom[name] = custom_fields_service.coerce_value(field, value, column)
                 except ValidationError as exc:
-                    errors.append((row_number, column, exc.details[0]["issue"]))
+                    errors.append((row_number, column, exc.details[0]["issue"], value))
         if len(errors) == first_error:
             email = self._email(raw, self.email_column, row_number, errors)
         else:
@@ -496,48 +519,74 @@ class RowValidator:
                 check_email(raw or "")
             except ValidationError as exc:
                 errors.append((row_number, self.email_column,
-                               exc.details[0]["issue"] if exc.details else exc.message))
+                               exc.details[0]["issue"] if exc.details else exc.message, raw))
         return self._finish(row_number, email, first_name, last_name, tags, custom, errors[first_error:], None)
 
     def api_row(self, row_number, item, errors):
         """A record from one JSON contact object, or None with (row, field, reason) added to errors."""
         first_error = len(errors)
         if not isinstance(item, dict):
-            errors.append((row_number, None, "Must be an object with at least an email."))
+            errors.append((row_number, None, "Must be an object with at least an email.", item))
             return None
         for key in item:
             if key not in API_ROW_KEYS:
-                errors.append((row_number, key, "Unknown field; an import sets only " + ", ".join(API_ROW_KEYS) + "."))
+                errors.append((row_number, key, "Unknown field; an import sets only " + ", ".join(API_ROW_KEYS) + ".",
+                               item[key]))
         names = {}
         for key in ("first_name", "last_name"):
             value = item.get(key)
             if value is None:
                 names[key] = None
             elif not isinstance(value, str):
-                errors.append((row_number, key, "Must be a string."))
+                errors.append((row_number, key, "Must be a string.", value))
             elif len(value.strip()) > MAX_NAME_LENGTH:
-                errors.append((row_number, key, f"At most {MAX_NAME_LENGTH} characters."))
+                errors.append((row_number, key, f"At most {MAX_NAME_LENGTH} characters.", value))
             else:
                 names[key] = value.strip() or None
         tags = None
         try:
             tags = normalize_tags(item.get("tags"), "tags") or None
         except ValidationError as exc:
-            errors.append((row_number, "tags", exc.details[0]["issue"]))
+            errors.append((row_number, "tags", exc.details[0]["issue"], item.get("tags")))
         custom = {}
         try:
             custom, _ = custom_fields_service.validate_values(item.get("custom_fields"), self.fields)
         except ValidationError as exc:
             for detail in exc.details:
-                errors.append((row_number, detail["field"], detail["issue"]))
+                errors.append((row_number, detail["field"], detail["issue"], _custom_value(item, detail["field"])))
         email = None
         if len(errors) == first_error:
             if not isinstance(item.get("email"), str):
-                errors.append((row_number, "email", "Email address is required."))
+                errors.append((row_number, "email", "Email address is required.", item.get("email")))
             else:
                 email = self._email(item["email"], "email", row_number, errors)
         return self._finish(row_number, email, names.get("first_name"), names.get("last_name"), tags, custom,
                             errors[first_error:], None)
+
+
+def _custom_value(item, field):
+    """The value an API row gave for a custom field error at "custom_fields.<name>" (the whole object otherwise)."""
+    values = item.get("custom_fields")
+    if isinstance(values, dict) and field.startswith("custom_fields."):
+        return values.get(field[len("custom_fields."):])
+    return values
+
+
+def shown_value(value):
+    """A rejected value as the error report shows it: text as given, anything else as compact JSON, at most
+    MAX_SHOWN_VALUE characters (an error report lists what was wrong, not a copy of the file)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL
+    return text if len(text) <= MAX_SHOWN_VALUE else text[:MAX_SHOWN_VALUE - 1] + "…"
+
+
+def one_sentence(message):
+    """A reason as one sentence ending in a single full stop: wrapped messages (a validator's text inside
+    ours) otherwise end in ".)." or "..", and one reason per row reads best as one sentence."""
+    text = " ".join(str(message).split()).rstrip(" .;:,")
+    return (text[:1].upper() + text[1:] + ".") if text else "Not valid."
 
 
 # --- Writing chunks --------------------------------------------------------------------------------
@@ -638,7 +687,7 @@ _SUPPRESSED_NEW = f"""
 DELETE FROM {STAGE}
 WHERE EXISTS (SELECT 1 FROM suppressions p WHERE p.account_id = {{account}} AND lower(p.email) = lower({STAGE}.email))
   AND NOT EXISTS (SELECT 1 FROM contacts c WHERE c.account_id = {{account}} AND lower(c.email) = lower({STAGE}.email))
-RETURNING row_number
+RETURNING row_number, email
 """
 
 _SQLITE_UPDATE = f"""
@@ -685,7 +734,7 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def _write_postgres(account_id, encoded, update_existing, now):
-    """(created, updated, suppressed row numbers) for one encoded chunk; the caller commits."""
+    """(created, updated, suppressed (row number, email) pairs) for one encoded chunk; the caller commits."""
     raw = db.session.connection().connection.dbapi_connection
     cursor = raw.cursor()
     try:
@@ -699,7 +748,7 @@ def _write_postgres(account_id, encoded, update_existing, now):
         buffer.close()
         params = {"account": str(account_id), "now": now}
         cursor.execute(_SUPPRESSED_NEW.format(account="%(account)s::uuid"), params)
-        suppressed = [row[0] for row in cursor.fetchall()]
+        suppressed = [(row[0], row[1]) for row in cursor.fetchall()]
         action = _PG_UPDATE if update_existing else "NOTHING"
         cursor.execute(_PG_MERGE.format(action=action), params)
         created, updated = cursor.fetchone()
@@ -732,7 +781,7 @@ def _write_sqlite(account_id, encoded, update_existing, now):
         cursor.executemany(f"INSERT INTO {STAGE} VALUES (?, ?, ?, ?, ?, ?, ?)", encoded)
         params = {"account": account_id.hex, "now": now.strftime(_SQLITE_TIME)}
         cursor.execute(_SUPPRESSED_NEW.format(account=":account"), params)
-        suppressed = [row[0] for row in cursor.fetchall()]
+        suppressed = [(row[0], row[1]) for row in cursor.fetchall()]
         updated = 0
         if update_existing:
             cursor.execute(_SQLITE_UPDATE, params)
@@ -802,7 +851,7 @@ class ChunkWriter:
             writer = _write_postgres if self.postgres else _write_sqlite
             created, updated, suppressed = writer(self.account_id, encoded, self.update_existing, now)
         if suppressed:
-            errors = errors + [(row, None, "On the suppression list: not imported.") for row in suppressed]
+            errors = errors + [(row, None, "On the suppression list: not imported.", email) for row, email in suppressed]
         if created:
             ids = sa.select(Contact.id).where(Contact.account_id == self.account_id, Contact.created_at == now,
                                               Contact.source == "import")
@@ -815,7 +864,8 @@ class ChunkWriter:
         if kept:
             db.session.execute(sa.insert(ImportError_), [
                 {"import_id": self.imp_id, "row_number": row, "field": (field or None) and str(field)[:100],
-                 "message": message} for row, field, message in kept])
+                 "message": ImportError_.compose(one_sentence(message), shown_value(value))}
+                for row, field, message, value in kept])
         db.session.commit()
         return rows_seen, created, updated, valid_rows - len(suppressed)
 
@@ -961,14 +1011,19 @@ def first_errors(account_id, import_id, limit):
     return db.session.scalars(errors_query(account_id, import_id).limit(limit)).all()
 
 
+def error_json(error):
+    """One stored error as the API lists it."""
+    return {"row": error.row_number, "field": error.field, "value": error.value, "message": error.reason}
+
+
 def errors_csv(account_id, import_id):
-    """The import's stored errors as CSV text chunks (row, column, reason), streamed from the database."""
+    """The import's stored errors as CSV text chunks (row, column, value, reason), streamed from the database."""
     query = errors_query(account_id, import_id)
     buffer = io.StringIO()
     writer = SafeWriter(buffer)
-    writer.writerow(["row", "column", "reason"])
+    writer.writerow(["row", "column", "value", "reason"])
     for count, error in enumerate(db.session.scalars(query.execution_options(yield_per=2000)), 1):
-        writer.writerow([error.row_number, error.field or "", error.message])
+        writer.writerow([error.row_number, error.field or "", error.value or "", error.reason])
         if count % 2000 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -1029,23 +1084,73 @@ def parse_options(update_existing, tags):
     return bool(update_existing), tags
 
 
-def configure(actor, import_id, *, mapping, update_existing=False, tags=None, new_fields=None):
-    """Set a pending import's column mapping and options (creating custom fields the mapping asks for)."""
+PERMISSION_REQUIRED = "Confirm that these contacts gave permission to be emailed."
+
+
+def permission_record(actor, confirmed, *, required=False):
+    """The import's record of the "these contacts gave permission to be emailed" confirmation: who and when
+    ({"confirmed_by", "confirmed_by_label", "confirmed_at"}), or None when it was not given. Kept in the
+    import's options (and the audit log's contact.imported entry), so no schema change was needed."""
+    if isinstance(confirmed, str):  # a form field
+        word = confirmed.strip().lower()
+        if word not in custom_fields_service.TRUE_WORDS | custom_fields_service.FALSE_WORDS | {""}:
+            raise field_error("permission_confirmed", "Must be true or false.")
+        confirmed = word in custom_fields_service.TRUE_WORDS
+    elif confirmed is None:
+        confirmed = False
+    elif not isinstance(confirmed, bool):
+        raise field_error("permission_confirmed", "Must be true or false.")
+    if not confirmed:
+        if required:
+            raise field_error("permission_confirmed", PERMISSION_REQUIRED)
+        return None
+    return {"confirmed_by": str(actor.id) if _actor_id(actor) else None, "confirmed_by_label": actor.label,
+            "confirmed_at": iso(utcnow())}
+
+
+def _audit_import(actor, imp, ip):
+    """contact.imported in the audit log: which import, and whether (and by whom) permission was confirmed."""
+    permission = (imp.options or {}).get("permission")
+    audit.record("contact.imported", account_id=imp.account_id, actor=actor, ip=ip, resources=[f"import:{imp.id}"],
+                 meta={"source": imp.source, "filename": imp.filename, "permission_confirmed": bool(permission),
+                       **({"permission_confirmed_at": permission["confirmed_at"]} if permission else {})})
+
+
+def configure(actor, import_id, *, mapping, update_existing=False, tags=None, new_fields=None,
+              permission_confirmed=False, require_permission=False):
+    """Set a pending import's column mapping and options (creating custom fields the mapping asks for).
+
+    require_permission: the dashboard's wizard refuses to go on without the permission confirmation."""
     permissions.require(actor, "contacts:write")
     imp = get_import(actor.account_id, import_id)
     if imp.status != "pending" or imp.file_path is None:
         raise ValidationError("This import has already started.", [{"field": "import", "issue": "Already started."}])
     header = imp.options.get("header") or inspect_file(imp.file_path)["header"]
-    update_existing, tags = parse_options(update_existing, tags)
-    clean = resolve_mapping(actor, header, mapping, new_fields)
+    problems = []
+    try:
+        update_existing, tags = parse_options(update_existing, tags)
+    except ValidationError as exc:
+        problems += exc.details
+    try:
+        permission = permission_record(actor, permission_confirmed, required=require_permission)
+    except ValidationError as exc:
+        problems += exc.details
+    try:
+        clean = resolve_mapping(actor, header, mapping, new_fields, create=not problems)
+    except ValidationError as exc:
+        problems += exc.details
+    if problems:  # every problem at once, and no custom field created for a form that is sent back
+        raise ValidationError(problems[0]["issue"], problems)
     imp.mapping = clean
-    imp.options = {**imp.options, "update_existing": update_existing, "tags": tags, "configured": True}
+    options = {key: value for key, value in imp.options.items() if key != "permission"}
+    imp.options = {**options, "update_existing": update_existing, "tags": tags, "configured": True,
+                   **({"permission": permission} if permission else {})}
     db.session.commit()
     return imp
 
 
-def start(actor, import_id):
-    """Queue a configured import (a Huey job; inline in immediate mode)."""
+def start(actor, import_id, *, ip=None):
+    """Queue a configured import (a Huey job; inline in immediate mode), recorded in the audit log."""
     permissions.require(actor, "contacts:write")
     imp = get_import(actor.account_id, import_id)
     if not imp.options.get("configured"):
@@ -1053,6 +1158,7 @@ def start(actor, import_id):
     if imp.status != "pending" or imp.options.get("queued"):
         return imp
     imp.options = {**imp.options, "queued": True}
+    _audit_import(actor, imp, ip)
     db.session.commit()
     from nudge.tasks import run_contact_import
     run_contact_import(str(imp.id))
@@ -1060,17 +1166,19 @@ def start(actor, import_id):
     return get_import(actor.account_id, imp.id)
 
 
-def create_csv_import(actor, stream, filename, *, mapping=None, update_existing=False, tags=None, source="csv"):
+def create_csv_import(actor, stream, filename, *, mapping=None, update_existing=False, tags=None, source="csv",
+                      permission_confirmed=False, ip=None):
     """Upload + configure + start in one call (the API's multipart path). mapping None: auto-guessed."""
     imp = create_upload(actor, stream, filename, source=source)
     try:
         if mapping is None:
             mapping = guess_mapping(imp.options["header"], custom_fields_service.definitions(actor.account_id))
-        configure(actor, imp.id, mapping=mapping, update_existing=update_existing, tags=tags)
+        configure(actor, imp.id, mapping=mapping, update_existing=update_existing, tags=tags,
+                  permission_confirmed=permission_confirmed)
     except Exception:
         discard(actor, imp.id)
         raise
-    return start(actor, imp.id)
+    return start(actor, imp.id, ip=ip)
 
 
 def discard(actor, import_id):
@@ -1127,14 +1235,14 @@ def parse_chunks(path, encoding, delimiter, validator, chunk_rows):
     with open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=delimiter)
         next(reader, None)  # the header
-        row_number = 0
         records, errors, seen = [], [], 0
         csv_row = validator.csv_row
         append = records.append
-        for cells in reader:
+        # Rows are numbered as a spreadsheet shows the file: the header is row 1, so the first data row is 2;
+        # a blank line keeps its number (it is a row in the sheet) but is not counted as processed.
+        for row_number, cells in enumerate(reader, 2):
             if not cells or (len(cells) == 1 and not cells[0].strip()):
                 continue  # blank line
-            row_number += 1
             seen += 1
             record = csv_row(row_number, cells, errors)
             if record is not None:
@@ -1259,10 +1367,11 @@ def import_file(actor, path, *, mapping=None, update_existing=False, tags=None, 
     return run_import(imp.id, progress=progress)
 
 
-def import_contacts(actor, contacts, *, update_existing=False, tags=None):
+def import_contacts(actor, contacts, *, update_existing=False, tags=None, permission_confirmed=False, ip=None):
     """The API's JSON batch (at most MAX_API_ROWS), answered at once.
 
-    Returns the Import (source "api", completed) and the errors [{row, field, message}] (row 1-based)."""
+    Returns the Import (source "api", completed) and the errors [{row, field, value, message}] (row: the
+    contact's 1-based position in the list)."""
     permissions.require(actor, "contacts:write")
     problems = []
     if not isinstance(contacts, list):
@@ -1276,12 +1385,19 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
         update_existing, tags = parse_options(bool(update_existing), tags)
     except ValidationError as exc:
         problems += exc.details
+    try:
+        permission = permission_record(actor, permission_confirmed)
+    except ValidationError as exc:
+        problems += exc.details
     if problems:
         raise ValidationError(problems[0]["issue"], problems)
     imp = Import(account_id=actor.account_id, created_by=_actor_id(actor), source="api", status="running",
-                 mapping={}, options={"update_existing": update_existing, "tags": tags}, total_rows=len(contacts),
-                 started_at=utcnow())
+                 mapping={}, options={"update_existing": update_existing, "tags": tags,
+                                      **({"permission": permission} if permission else {})},
+                 total_rows=len(contacts), started_at=utcnow())
     db.session.add(imp)
+    db.session.flush()
+    _audit_import(actor, imp, ip)
     db.session.commit()
     writer = ChunkWriter(imp, update_existing)
     validator = RowValidator(custom_fields_service.definitions(actor.account_id), tags)
@@ -1298,8 +1414,7 @@ def import_contacts(actor, contacts, *, update_existing=False, tags=None):
     imp.status, imp.finished_at = "completed", utcnow()
     db.session.commit()
     writer.close()
-    all_errors = [{"row": e.row_number, "field": e.field, "message": e.message}
-                  for e in db.session.scalars(errors_query(actor.account_id, imp.id))]
+    all_errors = [error_json(e) for e in db.session.scalars(errors_query(actor.account_id, imp.id))]
     return imp, all_errors
 
 

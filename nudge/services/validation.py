@@ -64,8 +64,15 @@ def normalize_email(value, field="email"):
     try:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise field_error(field, f"Must be a valid email address ({exc}).")
+        raise field_error(field, f"Must be a valid email address: {_one_clause(str(exc))}.")
     return result.normalized
+
+
+def _one_clause(text):
+    """email-validator's explanation ("The part after the @-sign is not valid. It should have a period.") as
+    one clause to follow a colon: sentences joined by semicolons, no final full stop, each first letter lower-case."""
+    sentences = [part.strip().rstrip(".") for part in text.strip().split(". ") if part.strip(" .")]
+    return "; ".join(sentence[:1].lower() + sentence[1:] for sentence in sentences)
 
 
 def require_text(value, field, label, max_length):

@@ -217,3 +217,19 @@ def test_segment_filter(client, shop, make_account, api_token):
     other, _ = make_account()
     theirs = bearer(api_token(other, "contacts:read"))
     assert client.get(f"/api/v1/contacts?segment_id={vips.id}", headers=theirs).status_code == 404
+
+
+def test_history_names_the_campaign_and_the_clicked_url(client, shop):
+    from nudge.models import Contact
+    from nudge.services import tracking
+    from tests.campaign_helpers import sent_message
+    account, headers = shop
+    data = create(client, headers, email="ann@example.com")
+    campaign, message = sent_message(account, db.session.get(Contact, uuid.UUID(data["id"])))
+    tracking.record_click(message.id, "https://shop.example/spring")
+    events = client.get(f"/api/v1/contacts/{data['id']}/history", headers=headers).get_json()["data"]
+    clicked = next(e for e in events if e["event_type"] == "email.clicked")
+    assert clicked["campaign_id"] == str(campaign.id) and clicked["campaign_name"] == "Spring"
+    assert clicked["url"] == "https://shop.example/spring"
+    subscribed = next(e for e in events if e["event_type"] == "contact.subscribed")
+    assert subscribed["campaign_name"] is None and subscribed["url"] is None

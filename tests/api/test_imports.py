@@ -82,9 +82,11 @@ def test_csv_upload_returns_202_and_import_resource(client, make_account, api_to
     assert shown["status"] == "completed"  # Huey runs inline in the tests
     assert (shown["created"], shown["updated"], shown["skipped"], shown["error_count"]) == (1, 0, 0, 1)
     assert shown["percent"] == 100 and shown["tags"] == ["fair", "2024"] and shown["update_existing"] is True
-    assert shown["errors"][0]["row"] == 2 and shown["errors"][0]["field"] == "Email"
+    assert shown["errors"][0]["row"] == 3 and shown["errors"][0]["field"] == "Email"
     errors = client.get(f"/api/v1/imports/{imp['id']}/errors", headers=bearer(token)).get_json()
     assert errors["meta"]["total"] == 1
+    assert errors["data"][0]["row"] == 3 and errors["data"][0]["value"] == "broken"
+    assert errors["data"][0]["message"] == "Must be a valid email address: an email address must have an @-sign."
     listing = client.get("/api/v1/imports", headers=bearer(token)).get_json()
     assert [i["id"] for i in listing["data"]] == [imp["id"]]
     contact = db.session.scalar(sa.select(Contact).where(Contact.account_id == account.id))
@@ -169,3 +171,53 @@ def test_export_never_includes_another_accounts_contacts(client, make_account, a
     response = client.get("/api/v1/contacts/export?format=json", headers=bearer(token_b))
     assert json.loads(response.get_data(as_text=True)) == []
     assert owner_of(b) is not None
+
+
+def test_json_errors_carry_the_value_and_permission_is_recorded(client, make_account, api_token):
+    account, owner = make_account()
+    custom_fields.create_field(owner, name="plan", type="choice", options=["free", "pro"])
+    token = api_token(account, "contacts:write contacts:read")
+    response = post_json(client, token, {"contacts": [{"email": "a@example.com"}, {"email": "nope"},
+                                                      {"email": "b@example.com", "custom_fields": {"plan": "gold"}}],
+                                         "permission_confirmed": True})
+    assert response.status_code == 200, response.get_json()
+    data = response.get_json()["data"]
+    assert [(e["row"], e["field"], e["value"]) for e in data["errors"]] == [
+        (2, "email", "nope"), (3, "custom_fields.plan", "gold")]
+    assert data["errors"][1]["message"] == "Must be one of: free, pro."
+    shown = client.get(f"/api/v1/imports/{data['import_id']}", headers=bearer(token)).get_json()["data"]
+    assert shown["permission_confirmed"] is True and shown["permission_confirmed_by"].startswith("api:")
+    assert shown["permission_confirmed_at"].endswith("Z")
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "contact.imported"))
+    assert entry.resources == [f"import:{data['import_id']}"] and entry.meta["permission_confirmed"] is True
+
+    plain = post_json(client, token, {"contacts": [{"email": "c@example.com"}]}).get_json()["data"]
+    shown = client.get(f"/api/v1/imports/{plain['import_id']}", headers=bearer(token)).get_json()["data"]
+    assert shown["permission_confirmed"] is False and shown["permission_confirmed_at"] is None
+    bad = post_json(client, token, {"contacts": [{"email": "d@example.com"}], "permission_confirmed": "maybe"})
+    assert bad.status_code == 400
+    assert bad.get_json()["error"]["code"] == "VALIDATION_ERROR"
+    assert bad.get_json()["error"]["details"][0]["field"] == "permission_confirmed"
+
+
+def test_csv_upload_permission_and_a_new_choice_field(client, make_account, api_token):
+    account, _ = make_account()
+    token = api_token(account, "contacts:write contacts:read")
+    response = upload(client, token, "email,plan\nann@example.com,pro\nbob@example.com,gold\n",
+                      mapping=json.dumps({"email": "email",
+                                          "plan": {"field": "custom.plan", "type": "choice", "options": ["free", "pro"]}}),
+                      permission_confirmed="true")
+    assert response.status_code == 202, response.get_json()
+    imp = response.get_json()["data"]
+    assert imp["permission_confirmed"] is True
+    assert [(e["row"], e["field"], e["value"]) for e in imp["errors"]] == [(3, "plan", "gold")]
+    field = custom_fields.get_field(account.id, "plan")
+    assert (field.type, field.options) == ("choice", ["free", "pro"])
+    refused = upload(client, token, "email,tier\nann@example.com,x\n",
+                     mapping=json.dumps({"email": "email", "tier": {"field": "custom.tier", "type": "choice"}}))
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["details"][0]["field"] == "mapping.custom.tier.options"
+    bogus = upload(client, token, "email,tier\nann@example.com,x\n",
+                   mapping=json.dumps({"email": "email", "tier": {"field": "custom.tier", "type": "colour"}}))
+    assert bogus.status_code == 400
+    assert "text, number, date, boolean, choice" in bogus.get_json()["error"]["details"][0]["issue"]

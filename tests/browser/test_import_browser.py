@@ -44,13 +44,32 @@ def test_import_a_file_into_a_new_custom_field_and_read_the_report(chromium, ser
     expect(page.locator("#name-3")).to_be_visible()
     expect(page.locator("#name-3")).to_have_value("company")
     expect(page.locator("#name-0")).to_be_hidden()
+    # Every custom field type is offered; a choice field's options appear only for a choice.
+    expect(page.locator("#type-3 option")).to_have_text(["Text", "Number", "Date", "Yes / no", "Choice"])
+    expect(page.locator("#options-3")).to_be_hidden()
+    page.locator("#type-3").select_option("choice")
+    expect(page.locator("#options-3")).to_be_visible()
+    expect(page.locator("#options-3")).to_have_value("Acme, Beta")
+    page.locator("#type-3").select_option("text")
+    expect(page.locator("#options-3")).to_be_hidden()
     page.fill("input[name=tags]", "spring-fair")
+
+    # The permission confirmation is required: without it the wizard comes back with the reason, choices kept.
+    page.get_by_role("button", name="Start import").click()
+    expect(page.locator("main")).to_contain_text("Confirm that these contacts gave permission to be emailed.")
+    expect(page.locator("#map-3")).to_have_value("new")
+    expect(page.locator("input[name=tags]")).to_have_value("spring-fair")
+    page.get_by_label("These contacts gave permission to be emailed").check()
     page.get_by_role("button", name="Start import").click()
 
     expect(page.locator("h1")).to_contain_text("customers.csv")
     report = page.locator("main")
     expect(report).to_contain_text("Import finished")
-    expect(report).to_contain_text("Must be a valid email address")
+    expect(report).to_contain_text(f"Confirmed by {owner.email}")
+    # The rejected row as the spreadsheet numbers it (header = row 1), with the rejected value.
+    row = page.locator("tr", has_text="not-an-email")
+    expect(row.locator("td").first).to_have_text("3")
+    expect(row).to_contain_text("Must be a valid email address: an email address must have an @-sign.")
     assert errors == []
 
     with app.app_context():

@@ -344,3 +344,20 @@ def test_segment_filter(owner, people, make_account):
         emails(other.account_id, {"segment_id": vips.id})
     # bulk actions by a segment filter
     assert contacts.add_tags(owner, ["segment-tag"], filters={"segment_id": vips.id}) == 1
+
+
+def test_history_loads_each_events_campaign_in_the_same_query(owner):
+    """The activity names the campaign: contact_history() loads it with the events (no query per row);
+    events of no campaign have none; the count of the paginated select is unchanged."""
+    from nudge.services import tracking
+    from tests.campaign_helpers import sent_message
+    ann = contacts.create_contact(owner, {"email": "ann@example.com"}, source="test")
+    campaign, message = sent_message(owner.account, ann)
+    tracking.record_click(message.id, "https://shop.example/spring")
+    db.session.expire_all()
+    query = contacts.contact_history(owner.account_id, ann.id)
+    assert count_rows(query) == len(db.session.scalars(query).unique().all())
+    events = {e.event_type: e for e in db.session.scalars(query).unique()}
+    # lazy="raise": reading a campaign that was not loaded with the events would raise here.
+    assert events["email.clicked"].campaign.name == "Spring" and events["email.clicked"].campaign.id == campaign.id
+    assert events["contact.subscribed"].campaign is None

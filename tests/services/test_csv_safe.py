@@ -36,7 +36,7 @@ def test_the_contacts_export_escapes_every_cell(make_account):
 def test_the_import_errors_csv_escapes_every_cell(make_account, tmp_path):
     _, owner = make_account()
     path = tmp_path / "people.csv"
-    path.write_text("email,=HYPERLINK(1)\nann@example.com,lots\n")
+    path.write_text("email,=HYPERLINK(1)\nann@example.com,=1+2\n")
     imp = imports.import_file(owner, str(path), mapping={"email": "email",
                                                          "=HYPERLINK(1)": {"field": "custom.score", "type": "number"}})
-    assert rows(imports.errors_csv(owner.account_id, imp.id))[1][:2] == ["1", "'=HYPERLINK(1)"]
+    assert rows(imports.errors_csv(owner.account_id, imp.id))[1][:3] == ["2", "'=HYPERLINK(1)", "'=1+2"]

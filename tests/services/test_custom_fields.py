@@ -99,7 +99,7 @@ def test_imports_refuse_numbers_that_are_not_finite(owner, tmp_path):
     imp = imports.import_file(owner, str(path))
     assert (imp.created_count, imp.error_count) == (1, 3)
     errors = imports.first_errors(owner.account_id, imp.id, 10)
-    assert [(e.row_number, e.field) for e in errors] == [(1, "score"), (2, "score"), (3, "score")]
+    assert [(e.row_number, e.field) for e in errors] == [(2, "score"), (3, "score"), (4, "score")]
     assert all("The number field 'score' must be finite" in e.message for e in errors)
     _, errors = imports.import_contacts(owner, [{"email": "e@example.com", "custom_fields": {"score": "inf"}}])
     assert "must be finite" in errors[0]["message"]

@@ -142,7 +142,7 @@ def test_import_reports_a_spelling_repeated_in_the_file_as_a_duplicate(owner, tm
     assert (imp.created_count, imp.error_count) == (1, 1)
     assert [c.email for c in all_contacts(owner.account_id)] == ["Ann@example.com"]
     errors = db.session.scalars(imports.errors_query(owner.account_id, imp.id)).all()
-    assert errors[0].row_number == 2 and "Duplicate of row 1" in errors[0].message
+    assert errors[0].row_number == 3 and "Duplicate of row 2" in errors[0].message
 
 
 def test_import_never_creates_an_address_suppressed_in_another_case(owner, tmp_path):

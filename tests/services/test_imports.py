@@ -28,7 +28,7 @@ def contacts_of(account_id):
 
 
 def errors_of(imp):
-    return [(e.row_number, e.field, e.message) for e in db.session.scalars(
+    return [(e.row_number, e.field, e.reason) for e in db.session.scalars(
         sa.select(ImportError_).where(ImportError_.import_id == imp.id).order_by(ImportError_.row_number))]
 
 
@@ -85,11 +85,11 @@ def test_bad_rows_are_reported_and_good_rows_land(owner, tmp_path):
     assert found["fine@example.com"].custom_fields == {"age": 7.5}
     errors = errors_of(imp)
     rows = {(row, column) for row, column, _ in errors}
-    assert rows == {(2, "email"), (3, "first_name"), (4, "age"), (4, "joined"), (5, "email")}
+    assert rows == {(3, "email"), (4, "first_name"), (5, "age"), (5, "joined"), (6, "email")}
     reasons = dict(((row, column), reason) for row, column, reason in errors)
-    assert "valid email" in reasons[(2, "email")]
-    assert "100" in reasons[(3, "first_name")]
-    assert "number" in reasons[(4, "age")]
+    assert "valid email" in reasons[(3, "email")]
+    assert "100" in reasons[(4, "first_name")]
+    assert "number" in reasons[(5, "age")]
 
 
 def test_duplicates_inside_the_file_first_occurrence_wins(owner, tmp_path):
@@ -98,8 +98,8 @@ def test_duplicates_inside_the_file_first_occurrence_wins(owner, tmp_path):
     imp = imports.import_file(owner, path)
     assert counts(imp) == (2, 0, 0, 2)
     assert contacts_of(owner.account_id)["sam@example.com"].first_name == "First"
-    assert [(r, c) for r, c, _ in errors_of(imp)] == [(2, "email"), (4, "email")]
-    assert "Duplicate of row 1" in errors_of(imp)[0][2]
+    assert [(r, c) for r, c, _ in errors_of(imp)] == [(3, "email"), (5, "email")]
+    assert "Duplicate of row 2" in errors_of(imp)[0][2]
 
 
 @pytest.mark.parametrize("encoding,delimiter", [
@@ -185,7 +185,7 @@ def test_suppressed_and_unsubscribed_are_never_reactivated(owner, tmp_path):
     assert found["bounced@example.com"].status == "bounced"
     assert "blocked@example.com" not in found  # new + suppressed: not created
     assert found["new@example.com"].status == "active"
-    assert errors_of(imp) == [(3, None, "On the suppression list: not imported.")]
+    assert errors_of(imp) == [(4, None, "On the suppression list: not imported.")]
 
 
 def test_soft_deleted_contacts_revive_only_when_updating(owner, tmp_path):
@@ -278,7 +278,7 @@ def test_errors_are_capped_but_counted(owner, tmp_path, monkeypatch):
     assert counts(imp) == (1, 0, 0, 10)
     assert len(errors_of(imp)) == 3
     text = "".join(imports.errors_csv(owner.account_id, imp.id))
-    assert text.splitlines()[0] == "row,column,reason"
+    assert text.splitlines()[0] == "row,column,value,reason"
     assert len(text.splitlines()) == 4
 
 
@@ -476,3 +476,63 @@ def test_uploads_left_in_the_public_folder_move_to_the_private_one(owner, app):
     db.session.commit()
     housekeeping.run_housekeeping()
     assert not os.path.exists(legacy)
+
+
+def stored_errors(imp):
+    return [(e.row_number, e.field, e.value, e.reason) for e in db.session.scalars(
+        sa.select(ImportError_).where(ImportError_.import_id == imp.id).order_by(ImportError_.row_number))]
+
+
+def test_error_rows_are_numbered_as_a_spreadsheet_shows_them(owner, tmp_path):
+    """Header = row 1; a blank line keeps its row; a quoted cell spanning two lines is one row."""
+    path = write_csv(tmp_path, "email,first_name\n"  # row 1
+                               "ok@example.com,Ok\n"  # row 2
+                               "nope,Bad\n"  # row 3
+                               "\n"  # row 4 (blank)
+                               "two@example.com,\"Two\nlines\"\n"  # row 5
+                               "also-bad,X\n")  # row 6
+    imp = imports.import_file(owner, path)
+    assert counts(imp) == (2, 0, 0, 2) and imp.processed_rows == 4
+    assert [(row, value) for row, _, value, _ in stored_errors(imp)] == [(3, "nope"), (6, "also-bad")]
+
+
+def test_errors_keep_the_rejected_value_and_read_as_one_sentence(owner, tmp_path):
+    custom_fields.create_field(owner, name="plan", type="choice", options=["free", "pro", "etc."])
+    custom_fields.create_field(owner, name="age", type="number")
+    suppressions.add_suppressions(owner, ["gone@example.com"])
+    long_name = "N" * 101
+    path = write_csv(tmp_path, "email,first_name,plan,age\n"
+                               "a@b,,,\n"
+                               f"c@example.com,{long_name},,\n"
+                               "d@example.com,,gold,\n"
+                               "e@example.com,,,forty\n"
+                               ",,,\n"
+                               "gone@example.com,,,\n"
+                               "d@example.com,,,\n")
+    imp = imports.import_file(owner, path)
+    errors = stored_errors(imp)
+    assert [(row, field, value) for row, field, value, _ in errors] == [
+        (2, "email", "a@b"), (3, "first_name", long_name), (4, "plan", "gold"), (5, "age", "forty"),
+        (6, "email", ""), (7, None, "gone@example.com")]
+    reasons = [reason for *_, reason in errors]
+    assert reasons[0] == ("Must be a valid email address: the part after the @-sign is not valid; "
+                          "it should have a period.")
+    assert reasons[2] == "Must be one of: free, pro, etc."
+    for reason in reasons:
+        assert reason.endswith(".") and not reason.endswith("..") and ".)" not in reason and ". " not in reason, reason
+
+
+def test_a_long_rejected_value_is_cut_and_non_text_values_read_as_json(owner):
+    imp, errors = imports.import_contacts(owner, [{"email": "x" * 300}, {"email": "ok@example.com", "tags": 5},
+                                                  {"email": ["a"]}, "nope"])
+    by_row = {e["row"]: e for e in errors}
+    assert len(by_row[1]["value"]) == imports.MAX_SHOWN_VALUE and by_row[1]["value"].endswith("…")
+    assert by_row[2]["value"] == "5" and by_row[2]["field"] == "tags"
+    assert by_row[3]["value"] == '["a"]'
+    assert by_row[4]["value"] == "nope" and by_row[4]["message"] == "Must be an object with at least an email."
+
+
+def test_an_error_stored_before_values_were_kept_has_no_value():
+    error = ImportError_(row_number=1, field="email", message="Must be a valid email address (old text).")
+    assert error.value is None and error.reason == "Must be a valid email address (old text)."
+    assert ImportError_(row_number=1, message=ImportError_.compose("Why.", "")).value == ""

@@ -113,7 +113,8 @@ def test_an_address_unsubscribed_after_its_purge_is_not_mailed_when_imported_aga
     tracking.unsubscribe(message.id, source="one_click")
 
     imported, errors = imports.import_contacts(owner, [{"email": "ann@example.org"}, {"email": "bob@example.org"}])
-    assert errors == [{"row": 1, "field": None, "message": "On the suppression list: not imported."}]
+    assert errors == [{"row": 1, "field": None, "value": "ann@example.org",
+                       "message": "On the suppression list: not imported."}]
     assert imported.created_count == 1
     db.session.expire_all()
     mailable = db.session.scalars(sa.select(Contact.email).where(campaigns.mailable(account.id))).all()

@@ -298,3 +298,31 @@ def test_number_fields_refuse_nan_and_infinity(client, login, shop):
     bad = client.post(f"/contacts/{ann.id}/edit", headers=HTMX, data={"email": "ann@example.com", "cf.seats": "NaN"})
     assert bad.status_code == 422 and "must be finite" in bad.get_data(as_text=True)
     assert contact("ann@example.com").custom_fields == {}
+
+
+def test_activity_names_the_campaign_and_shows_the_clicked_url(client, login, shop):
+    """The activity links each email event to its campaign by name and shows a click's URL; the message id
+    and provider (machinery) are not shown."""
+    from nudge.services import tracking
+    from tests.campaign_helpers import sent_message
+    account, owner = shop
+    login(client, owner)
+    ann = contact("ann@example.com")
+    campaign, message = sent_message(account, ann, link="https://shop.example/spring?utm=a&b=1")
+    tracking.record_click(message.id, "https://shop.example/spring?utm=a&b=1")
+    html = client.get(f"/contacts/{ann.id}?tab=activity", headers=HTMX).get_data(as_text=True)
+    assert "Link clicked" in html
+    assert f'<a href="/campaigns/{campaign.id}">Spring</a>' in html
+    assert 'href="https://shop.example/spring?utm=a&amp;b=1"' in html
+    assert str(message.id) not in html and "message id" not in html
+
+
+def test_activity_never_links_a_script_url(client, login, shop):
+    from nudge.services import events
+    account, owner = shop
+    login(client, owner)
+    ann = contact("ann@example.com")
+    events.emit(account.id, "email.clicked", contact_id=ann.id, data={"url": "javascript:alert(1)"})
+    db.session.commit()
+    html = client.get(f"/contacts/{ann.id}?tab=activity", headers=HTMX).get_data(as_text=True)
+    assert "javascript:alert(1)" in html and 'href="javascript:' not in html

@@ -8,7 +8,7 @@ import os
 import sqlalchemy as sa
 
 from nudge.extensions import db
-from nudge.models import AuditLog, Contact, Import
+from nudge.models import AuditLog, Contact, CustomField, Import
 from nudge.services import custom_fields, imports, suppressions
 
 HTMX = {"HX-Request": "true"}
@@ -49,7 +49,8 @@ def test_full_wizard(client, make_account, login, app):
     assert "Create a custom field" in page
 
     form = {"map_0": "email", "map_1": "first_name", "map_2": "last_name", "map_3": "tags", "map_4": "custom.company",
-            "map_5": "new", "name_5": "shoe_size", "type_5": "number", "existing": "skip", "tags": "fair, 2025"}
+            "map_5": "new", "name_5": "shoe_size", "type_5": "number", "existing": "skip", "tags": "fair, 2025",
+            "permission_confirmed": "yes"}
     response = client.post(mapping_url, data=form)
     assert response.status_code == 303
     show_url = response.headers["Location"]
@@ -65,7 +66,7 @@ def test_full_wizard(client, make_account, login, app):
 
     report = client.get(show_url).get_data(as_text=True)
     assert "Import finished" in report and "Download errors as CSV" in report
-    assert "bad-address" not in report and "valid email" in report
+    assert "<code>bad-address</code>" in report and "valid email" in report
     progress = client.get(f"/imports/{imp.id}/progress", headers=HTMX)
     assert progress.status_code == 286  # htmx stops polling
     assert "<html" not in progress.get_data(as_text=True)
@@ -76,8 +77,8 @@ def test_full_wizard(client, make_account, login, app):
     errors = client.get(f"/imports/{imp.id}/errors.csv")
     assert errors.headers["Content-Disposition"].startswith("attachment")
     rows = list(csv.reader(io.StringIO(errors.get_data(as_text=True))))
-    assert rows[0] == ["row", "column", "reason"]
-    assert [r[:2] for r in rows[1:]] == [["2", "E-mail"], ["3", "Shoe size"]]
+    assert rows[0] == ["row", "column", "value", "reason"]
+    assert [r[:3] for r in rows[1:]] == [["3", "E-mail", "bad-address"], ["4", "Shoe size", "x"]]
 
     listing = client.get("/imports/").get_data(as_text=True)
     assert "people.csv" in listing and "completed" in listing and owner.email in listing
@@ -135,7 +136,8 @@ def test_update_existing_option_and_suppression(client, make_account, login):
     db.session.commit()
     login(client, owner)
     mapping_url = upload(client).headers["Location"]
-    client.post(mapping_url, data={"map_0": "email", "map_1": "first_name", "existing": "update"})
+    client.post(mapping_url, data={"map_0": "email", "map_1": "first_name", "existing": "update",
+                                   "permission_confirmed": "yes"})
     imp = db.session.scalar(sa.select(Import).where(Import.account_id == account.id))
     db.session.refresh(imp)
     assert (imp.created_count, imp.updated_count, imp.error_count) == (0, 1, 2)
@@ -201,3 +203,59 @@ def test_discard_pending_upload(client, make_account, login):
     assert response.status_code == 303
     assert not os.path.exists(path)
     assert db.session.scalar(sa.select(sa.func.count()).select_from(Import)) == 0
+
+
+def test_the_import_needs_the_permission_confirmation_and_records_it(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    mapping_url = upload(client).headers["Location"]
+    page = client.get(mapping_url).get_data(as_text=True)
+    assert 'name="permission_confirmed" value="yes" required' in page
+    form = {"map_0": "email", "map_5": "new", "name_5": "shoe_size", "type_5": "number", "existing": "skip"}
+    refused = client.post(mapping_url, data=form)
+    assert refused.status_code == 422
+    assert "Confirm that these contacts gave permission to be emailed." in refused.get_data(as_text=True)
+    imp = db.session.scalar(sa.select(Import).where(Import.account_id == account.id))
+    assert imp.status == "pending" and not imp.options.get("queued")
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 0
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(CustomField)) == 0  # nothing half-done
+    assert not db.session.scalars(sa.select(AuditLog).where(AuditLog.action == "contact.imported")).all()
+
+    response = client.post(mapping_url, data={**form, "permission_confirmed": "yes"})
+    assert response.status_code == 303
+    db.session.expire_all()
+    imp = db.session.get(Import, imp.id)
+    assert imp.status == "completed"
+    permission = imp.options["permission"]
+    assert permission["confirmed_by"] == str(owner.id) and permission["confirmed_by_label"] == owner.email
+    assert permission["confirmed_at"].endswith("Z")
+    entry = db.session.scalar(sa.select(AuditLog).where(AuditLog.action == "contact.imported"))
+    assert entry.account_id == account.id and entry.user_id == owner.id and entry.resources == [f"import:{imp.id}"]
+    assert entry.meta["permission_confirmed"] is True and entry.meta["permission_confirmed_at"] == permission["confirmed_at"]
+    report = client.get(f"/imports/{imp.id}").get_data(as_text=True)
+    assert f"Confirmed by {owner.email}" in report
+
+
+def test_the_mapping_creates_every_custom_field_type_choice_with_its_options(client, make_account, login):
+    account, owner = make_account()
+    login(client, owner)
+    mapping_url = upload(client, text="email,plan,vip\nann@example.com,pro,yes\nbob@example.com,gold,no\n"
+                                      "cy@example.com,free,no\n").headers["Location"]
+    page = client.get(mapping_url).get_data(as_text=True)
+    for kind, label in (("text", "Text"), ("number", "Number"), ("date", "Date"), ("boolean", "Yes / no"),
+                        ("choice", "Choice")):
+        assert f'<option value="{kind}">{label}</option>' in page or f'<option value="{kind}" selected>{label}' in page
+    assert 'name="options_1" type="text" value="pro, gold, free"' in page  # started from the first rows
+    base = {"map_0": "email", "map_1": "new", "name_1": "plan", "type_1": "choice", "map_2": "new",
+            "name_2": "vip", "type_2": "boolean", "existing": "skip", "permission_confirmed": "yes"}
+    empty = client.post(mapping_url, data={**base, "options_1": " , "})
+    assert empty.status_code == 422 and "A choice field needs a list of at least one option." in empty.get_data(as_text=True)
+    response = client.post(mapping_url, data={**base, "options_1": "free, pro"})
+    assert response.status_code == 303
+    fields = {f.name: f for f in db.session.scalars(sa.select(CustomField).where(CustomField.account_id == account.id))}
+    assert (fields["plan"].type, fields["plan"].options) == ("choice", ["free", "pro"])
+    assert fields["vip"].type == "boolean"
+    imp = db.session.scalar(sa.select(Import).where(Import.account_id == account.id))
+    assert (imp.created_count, imp.error_count) == (2, 1)
+    report = client.get(f"/imports/{imp.id}").get_data(as_text=True)
+    assert "<code>gold</code>" in report and "Must be one of: free, pro." in report

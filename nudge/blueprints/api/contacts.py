@@ -66,6 +66,9 @@ EVENT = schema("ContactEvent", {
         "id": {"type": "string", "format": "uuid"},
         "event_type": {"type": "string", "examples": ["contact.subscribed", "email.opened"]},
         "campaign_id": {"type": ["string", "null"], "format": "uuid"},
+        "campaign_name": {"type": ["string", "null"], "description": "The campaign's name (null for events not "
+                          "tied to a campaign).", "examples": ["Spring sale"]},
+        "url": {"type": ["string", "null"], "description": "The link clicked (email.clicked events), else null."},
         "data": {"type": "object"},
         "created_at": {"type": "string", "format": "date-time"},
     },
@@ -117,6 +120,8 @@ LIST_PARAMETERS = [
 def event_json(event):
     return {"id": str(event.id), "event_type": event.event_type,
             "campaign_id": str(event.campaign_id) if event.campaign_id else None,
+            "campaign_name": event.campaign.name if event.campaign else None,
+            "url": (event.event_data or {}).get("url"),
             "data": event.event_data or {}, "created_at": iso(event.created_at)}
 
 

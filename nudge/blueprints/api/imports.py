@@ -16,15 +16,21 @@ from nudge.services.validation import loads_json
 ERRORS_PREVIEW = 50
 
 IMPORT_ERROR = schema("ImportError", {
-    "type": "object", "required": ["row", "field", "message"],
+    "type": "object", "required": ["row", "field", "value", "message"],
     "properties": {
         "row": {"type": "integer", "minimum": 1,
-                "description": "1-based: the position in the `contacts` list, or the CSV data row (1 = the first "
-                               "row after the header)."},
+                "description": "The position in the `contacts` list (1-based) for a JSON batch; for a CSV file the "
+                               "row as a spreadsheet shows it: the header is row 1, so the first data row is 2."},
         "field": {"type": ["string", "null"], "description": "The field (JSON) or column (CSV) at fault."},
-        "message": {"type": "string"},
+        "value": {"type": ["string", "null"],
+                  "description": f"The rejected value as given (JSON values other than strings as JSON text; at most "
+                                 f"{imports.MAX_SHOWN_VALUE} characters), \"\" for an empty cell, null when none "
+                                 "applies (imports before this field was added)."},
+        "message": {"type": "string", "description": "Why the row was rejected: one sentence."},
     },
-    "example": {"row": 2, "field": "email", "message": "Must be a valid email address (...)."},
+    "example": {"row": 2, "field": "email", "value": "ann@example",
+                "message": "Must be a valid email address: the part after the @-sign is not valid; it should have "
+                           "a period."},
 })
 
 IMPORT = schema("Import", {
@@ -48,11 +54,22 @@ IMPORT = schema("Import", {
         "errors": {"type": "array", "items": IMPORT_ERROR, "description": f"The first {ERRORS_PREVIEW} errors; "
                    "all of them at /imports/{id}/errors."},
         "message": {"type": ["string", "null"], "description": "Why a failed import stopped."},
+        "permission_confirmed": {"type": "boolean", "description": "Whoever started the import confirmed that "
+                                 "these contacts gave permission to be emailed."},
+        "permission_confirmed_by": {"type": ["string", "null"], "description": "Who confirmed it (a user's email "
+                                    "or `api:<client_id>`)."},
+        "permission_confirmed_at": {"type": ["string", "null"], "format": "date-time"},
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": {"type": ["string", "null"], "format": "date-time"},
         "finished_at": {"type": ["string", "null"], "format": "date-time"},
     },
 })
+
+PERMISSION_FIELD = {
+    "type": "boolean", "default": False,
+    "description": "true: you confirm that these contacts gave permission to be emailed (the dashboard's "
+                   "required checkbox). Recorded with who and when on the import (`permission_confirmed_by`, "
+                   "`permission_confirmed_at`) and in the audit log (`contact.imported`)."}
 
 IMPORT_REQUEST = schema("ContactImport", {
     "type": "object", "required": ["contacts"], "additionalProperties": False,
@@ -68,9 +85,10 @@ IMPORT_REQUEST = schema("ContactImport", {
                             "description": "Update contacts that exist (names, custom fields merged, tags added); "
                                            "otherwise they are skipped. Statuses never change."},
         "tags": {"type": "array", "items": {"type": "string"}, "description": "Added to every imported contact."},
+        "permission_confirmed": PERMISSION_FIELD,
     },
     "example": {"contacts": [{"email": "ann@example.com", "first_name": "Ann", "custom_fields": {"company": "Acme"}}],
-                "update_existing": True, "tags": ["webinar-2025"]},
+                "update_existing": True, "tags": ["webinar-2025"], "permission_confirmed": True},
 })
 
 IMPORT_RESULT = schema("ContactImportResult", {
@@ -81,7 +99,8 @@ IMPORT_RESULT = schema("ContactImportResult", {
         "errors": {"type": "array", "items": IMPORT_ERROR},
     },
     "example": {"import_id": "6c1d2f5e-1a2b-4c3d-9e8f-0a1b2c3d4e5f", "created": 1, "updated": 0, "skipped": 0,
-                "errors": [{"row": 2, "field": "email", "message": "Must be a valid email address."}]},
+                "errors": [{"row": 2, "field": "email", "value": "ann@",
+                            "message": "Must be a valid email address: there must be something after the @-sign."}]},
 })
 
 IMPORT_DESCRIPTION = (
@@ -91,8 +110,12 @@ IMPORT_DESCRIPTION = (
     "* `multipart/form-data` with a CSV `file` (any size; UTF-8/UTF-16 with BOM/cp1252; `,` `;` tab or `|` "
     "separated), an optional `mapping` (a JSON object column -> `email`, `first_name`, `last_name`, `tags`, "
     "`custom.<name>` or null to ignore; guessed from the header when left out; an undefined `custom.<name>` "
-    "is created as a text field, or `{\"field\": \"custom.score\", \"type\": \"number\"}`), `update_existing` "
-    "(true/false) and `tags` (comma-separated): answers 202 with the import; follow it at `/imports/{id}`.\n\n"
+    "is created as a text field, or `{\"field\": \"custom.score\", \"type\": \"number\"}`; any custom field type, "
+    "a choice with its options: `{\"field\": \"custom.plan\", \"type\": \"choice\", \"options\": [\"free\", \"pro\"]}`), "
+    "`update_existing` (true/false) and `tags` (comma-separated): answers 202 with the import; follow it at "
+    "`/imports/{id}`. Rejected rows are numbered as a spreadsheet shows the file (the header is row 1).\n\n"
+    "Both take `permission_confirmed` (true: these contacts gave permission to be emailed), recorded on the import "
+    "and in the audit log.\n\n"
     "Rows land or are reported, never half-written; an address is one contact in any case (`ANN@example.com` "
     "updates or skips the contact `ann@example.com`, whose address keeps its spelling); duplicates inside one "
     "import (in any case) keep the first occurrence; "
@@ -103,15 +126,13 @@ MULTIPART = {"type": "object", "required": ["file"], "properties": {
     "file": {"type": "string", "format": "binary"},
     "mapping": {"type": "string", "description": "JSON object: column -> field."},
     "update_existing": {"type": "boolean"},
-    "tags": {"type": "string", "description": "Comma-separated tags added to every contact."}}}
-
-
-def error_json(error):
-    return {"row": error.row_number, "field": error.field, "message": error.message}
+    "tags": {"type": "string", "description": "Comma-separated tags added to every contact."},
+    "permission_confirmed": PERMISSION_FIELD}}
 
 
 def import_json(imp, with_errors=True):
     options = imp.options or {}
+    permission = options.get("permission") or {}
     info = imports.progress_info(imp)
     data = {
         "id": str(imp.id), "status": imp.status, "source": imp.source, "filename": imp.filename,
@@ -119,10 +140,12 @@ def import_json(imp, with_errors=True):
         "tags": options.get("tags") or [], "total_rows": imp.total_rows, "processed_rows": imp.processed_rows,
         "percent": info["percent"], "created": imp.created_count, "updated": imp.updated_count,
         "skipped": imp.skipped_count, "error_count": imp.error_count, "message": imp.message,
+        "permission_confirmed": bool(permission), "permission_confirmed_by": permission.get("confirmed_by_label"),
+        "permission_confirmed_at": permission.get("confirmed_at"),
         "created_at": iso(imp.created_at), "started_at": iso(imp.started_at), "finished_at": iso(imp.finished_at),
     }
     if with_errors:
-        data["errors"] = [error_json(e) for e in imports.first_errors(imp.account_id, imp.id, ERRORS_PREVIEW)]
+        data["errors"] = [imports.error_json(e) for e in imports.first_errors(imp.account_id, imp.id, ERRORS_PREVIEW)]
     return data
 
 
@@ -170,18 +193,21 @@ def import_contacts():
                 raise field_error("mapping", "Must be a JSON object of column -> field.")
         imp = imports.create_csv_import(actor, upload.stream, upload.filename, mapping=mapping,
                                         update_existing=_form_bool(request.form.get("update_existing")),
-                                        tags=_form_tags(request.form.get("tags")))
+                                        tags=_form_tags(request.form.get("tags")),
+                                        permission_confirmed=request.form.get("permission_confirmed"),
+                                        ip=client_ip())
         return envelope(import_json(imp), status=202, links=import_links(imp),
                         headers={"Location": f"/api/v1/imports/{imp.id}"})
     body = json_body()
-    unknown = [key for key in body if key not in ("contacts", "update_existing", "tags")]
+    unknown = [key for key in body if key not in ("contacts", "update_existing", "tags", "permission_confirmed")]
     if unknown:
         raise ValidationError(f"Unknown field {unknown[0]!r}.",
                               [{"field": key, "issue": "Unknown field."} for key in unknown])
     if "contacts" not in body:
         raise field_error("contacts", "Send the contacts to import as an array.")
     imp, errors = imports.import_contacts(actor, body.get("contacts"), update_existing=body.get("update_existing"),
-                                          tags=body.get("tags"))
+                                          tags=body.get("tags"), permission_confirmed=body.get("permission_confirmed"),
+                                          ip=client_ip())
     return envelope({"import_id": str(imp.id), "created": imp.created_count, "updated": imp.updated_count,
                      "skipped": imp.skipped_count, "errors": errors}, links=import_links(imp))
 
@@ -203,7 +229,7 @@ def show_import(import_id):
 @api_route("contacts:read", summary="List an import's rejected rows", description="Ordered by row number.",
            response=IMPORT_ERROR, paginated=True)
 def list_import_errors(import_id):
-    return paginated_response(imports.errors_query(g.api_actor.account_id, import_id), error_json)
+    return paginated_response(imports.errors_query(g.api_actor.account_id, import_id), imports.error_json)
 
 
 EXPORT_PARAMETERS = [
