@@ -143,8 +143,8 @@ class ImportError_(db.Model):
     """One rejected row of an import: row number as a spreadsheet shows it (the header is row 1, so 2 is the
     first data row; imports before issue 15 counted data rows from 1), column, reason and rejected value.
 
-    The rejected value is kept in `message` after VALUE_SEPARATOR (no schema change for it): read `reason`
-    and `value`, and write with compose()."""
+    `message` is the reason; `value` the rejected value as given ("" for an empty cell; None when none
+    was recorded, as for errors stored before migration 0017)."""
     __tablename__ = "import_errors"
     __table_args__ = (sa.Index("ix_import_errors_import_row", "import_id", "row_number"),)
     id = sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True)
@@ -152,24 +152,11 @@ class ImportError_(db.Model):
     row_number = sa.Column(sa.Integer, nullable=False)
     field = sa.Column(sa.String(100))
     message = sa.Column(sa.Text, nullable=False)
-
-    # ASCII "record separator": never part of a reason we write, so the first one ends the reason.
-    VALUE_SEPARATOR = "\x1e"
-
-    @classmethod
-    def compose(cls, reason, value=None):
-        """The stored message for a reason and the rejected value (None: no value to show)."""
-        return reason if value is None else f"{reason}{cls.VALUE_SEPARATOR}{value}"
+    value = sa.Column(sa.Text)
 
     @property
     def reason(self):
-        return self.message.split(self.VALUE_SEPARATOR, 1)[0]
-
-    @property
-    def value(self):
-        """The rejected value as given ("" for an empty cell), or None when none was recorded."""
-        parts = self.message.split(self.VALUE_SEPARATOR, 1)
-        return parts[1] if len(parts) == 2 else None
+        return self.message
 
 
 class Segment(db.Model):

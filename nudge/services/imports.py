@@ -864,7 +864,7 @@ class ChunkWriter:
         if kept:
             db.session.execute(sa.insert(ImportError_), [
                 {"import_id": self.imp_id, "row_number": row, "field": (field or None) and str(field)[:100],
-                 "message": ImportError_.compose(one_sentence(message), shown_value(value))}
+                 "message": one_sentence(message), "value": shown_value(value)}
                 for row, field, message, value in kept])
         db.session.commit()
         return rows_seen, created, updated, valid_rows - len(suppressed)

@@ -535,4 +535,3 @@ def test_a_long_rejected_value_is_cut_and_non_text_values_read_as_json(owner):
 def test_an_error_stored_before_values_were_kept_has_no_value():
     error = ImportError_(row_number=1, field="email", message="Must be a valid email address (old text).")
     assert error.value is None and error.reason == "Must be a valid email address (old text)."
-    assert ImportError_(row_number=1, message=ImportError_.compose("Why.", "")).value == ""
