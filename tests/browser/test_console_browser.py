@@ -6,11 +6,12 @@ import re
 from urllib.parse import urlsplit
 
 import pytest
+import sqlalchemy as sa
 
 from nudge.delivery.selection import outbox_dir
 from nudge.extensions import db
-from nudge.models import Contact
-from nudge.services import campaigns, imports, segments, templates
+from nudge.models import Contact, Message
+from nudge.services import campaigns, imports, segments, templates, tracking
 from tests.browser.conftest import sign_in
 from tests.browser.test_segments_browser import settle
 
@@ -83,7 +84,9 @@ def _world(owner, account):
     campaigns.send_test(owner, designed.id, ["me@shop.example"])
     imp = imports.create_csv_import(owner, io.BytesIO(b"email,first_name\nbob@shop.example,Bob\nnot-an-email,X\n"),
                                     "people.csv")
-    return {"contact_id": contact.id, "segment_id": segment.id, "template_id": template.id,
+    sent = db.session.scalars(sa.select(Message).where(Message.campaign_id == campaign.id)).all()
+    return {"views_in_browser": [f"/t/v/{tracking.token_for(message.id, campaign.id)}" for message in sent],
+            "contact_id": contact.id, "segment_id": segment.id, "template_id": template.id,
             "campaign_id": campaign.id, "import_id": imp.id, "number": 1}
 
 
@@ -127,10 +130,12 @@ def test_every_page_and_a_few_swaps_log_no_error_and_load_nothing_from_elsewhere
     pages += messages + [f"{path}/html" for path in messages]
     for path in pages:
         _visit(page, watch, base_url, path)
-    # The recipient's "View in browser" copy, from the link in the message.
-    views_in_browser = {link for path in messages
-                        for link in re.findall(r'href="[^"]*(/t/v/[^"]+)"', page.request.get(f"{base_url}{path}/html").text())}
-    assert views_in_browser
+    # The Outbox shows a message with its links made inert (they lead to the preview page); the recipient's
+    # own "View in browser" copy is the signed link of a real message.
+    previews = {link for path in messages
+                for link in re.findall(r'href="[^"]*(/[upv]/preview)"', page.request.get(f"{base_url}{path}/html").text())}
+    assert "/v/preview" in previews
+    views_in_browser = set(previews) | set(ids["views_in_browser"])
     for path in sorted(views_in_browser):
         _visit(page, watch, base_url, path)
 
