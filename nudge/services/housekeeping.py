@@ -7,6 +7,7 @@ from nudge.extensions import db
 from nudge.models import EmailEvent, Invitation
 from nudge.models.types import utcnow
 from nudge.services import auth, mfa
+from nudge.services.imports import move_legacy_uploads
 
 EMAIL_EVENT_RETENTION = dt.timedelta(days=730)
 INVITATION_RETENTION = dt.timedelta(days=30)
@@ -37,7 +38,6 @@ def purge_abandoned_uploads(now):
 
 def move_legacy_import_uploads(now):
     """Import CSVs left in the public uploads folder by an older version move to the private one."""
-    from nudge.services.imports import move_legacy_uploads
     return move_legacy_uploads()
 
 

@@ -25,6 +25,7 @@ from nudge.models import Campaign, Contact, EmailEvent, Message
 from nudge.models.types import utcnow
 from nudge.services import events, suppressions
 from nudge.services.addresses import same_address
+from nudge.services.contacts import keep_unsubscribed_when_restored
 from nudge.services.rendering import PREVIEW_PATHS
 
 MAC_BYTES = 12
@@ -271,7 +272,6 @@ def _unsubscribe_address(message, contact, source):
     neither a later import of it nor a restore mails it again. The token names the message, and the message
     row keeps its address after its contact is purged (contact_id is set null), so no URL carries an address.
     True when the address was not suppressed yet."""
-    from nudge.services.contacts import keep_unsubscribed_when_restored
     if contact is not None:
         keep_unsubscribed_when_restored(contact, campaign_id=message.campaign_id, source=source)
     return suppressions.suppress_address(message.account_id, message.email, "unsubscribed",
